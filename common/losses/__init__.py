@@ -1,0 +1,7 @@
+"""Losses: adversarial criteria and the paired generator objective, and the methods' own losses."""
+
+from __future__ import annotations
+
+from .adversarial import ADVERSARIAL_MODES, AdversarialLoss, DiscriminatorLoss, GradientPenalty, PairedGeneratorLoss
+
+__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss"]

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: sets up .venv on a fresh machine, then runs pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup_env.sh
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+exec .venv/bin/python -m pytest tests "$@"
