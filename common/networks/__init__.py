@@ -1,0 +1,15 @@
+"""Networks of the published synthesis methods, built from MONAI blocks and layer factories."""
+
+from __future__ import annotations
+
+from .amcgan import AMCGANGenerator, FeatureAttention, MultiScaleFeatureCapture, ResnetBlock, ResnetEncoderDecoder
+from .patchgan import PatchDiscriminator
+
+__all__ = [
+    "AMCGANGenerator",
+    "FeatureAttention",
+    "MultiScaleFeatureCapture",
+    "ResnetBlock",
+    "ResnetEncoderDecoder",
+    "PatchDiscriminator",
+]
