@@ -1,0 +1,25 @@
+"""Data: datalists, input validation, dataset preparation for BraTS / IXI / SynthRAD, the demo phantom."""
+
+from __future__ import annotations
+
+from .datalist import SPLITS, split_subjects, write_datalist
+from .prepare import BRATS_KEYS, IXI_KEYS, SYNTHRAD_KEYS, PrepareReport, prepare_brats, prepare_ixi, prepare_synthrad
+from .validation import InputDataError, check_cases, check_output_dir, load_datalist, read_image
+
+__all__ = [
+    "SPLITS",
+    "split_subjects",
+    "write_datalist",
+    "BRATS_KEYS",
+    "IXI_KEYS",
+    "SYNTHRAD_KEYS",
+    "PrepareReport",
+    "prepare_brats",
+    "prepare_ixi",
+    "prepare_synthrad",
+    "InputDataError",
+    "check_cases",
+    "check_output_dir",
+    "load_datalist",
+    "read_image",
+]
