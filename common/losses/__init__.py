@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .adversarial import ADVERSARIAL_MODES, AdversarialLoss, DiscriminatorLoss, GradientPenalty, PairedGeneratorLoss
+from .local import HRFCNLoss, LocalLoss
 
-__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss"]
+__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss", "HRFCNLoss", "LocalLoss"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .amcgan import AMCGANGenerator, FeatureAttention, MultiScaleFeatureCapture, ResnetBlock, ResnetEncoderDecoder
+from .hrfcn import BRANCH_NAMES, HRFCN, FCNModule
 from .patchgan import PatchDiscriminator
 
 __all__ = [
@@ -12,4 +13,7 @@ __all__ = [
     "ResnetBlock",
     "ResnetEncoderDecoder",
     "PatchDiscriminator",
+    "BRANCH_NAMES",
+    "HRFCN",
+    "FCNModule",
 ]
