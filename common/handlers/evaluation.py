@@ -1,0 +1,373 @@
+"""Ignite handlers writing the evaluation outputs of every bundle (bundle contract, section 5).
+
+- :class:`RegressionEvaluationSaver`: per-case MAE / MSE / PSNR / SSIM over the whole image and inside
+  region masks (brain, tumour), optional slice metrics (PSNR on the slices that contain tumour, AMCGAN),
+  written as ``metrics.csv`` (one row per case), ``summary.json`` and ``summary.md`` (mean ± std, count).
+- :class:`FigureGridSaver`: ``figure_grid.png`` of the first cases (inputs | synthesized | target | error).
+
+Both read each case from the engine's state after an iteration: MONAI evaluators decollate
+``engine.state.batch`` and ``engine.state.output`` into lists of per-case dicts (batched dicts are
+decollated here); a case is the batch item updated by the output item, so ``"pred"`` comes from the
+output and masks and names from the batch. ``item_transform`` (e.g. a MONAI dict transform undoing the
+intensity normalisation of ``pred`` and ``label``) is applied to that per-case dict first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import decollate_batch
+
+from common.metrics.regression import METRIC_NAMES, compute_regression_metrics, compute_slice_psnr
+from common.utils.figures import middle_slice, save_figure_grid
+
+__all__ = ["RegressionEvaluationSaver", "FigureGridSaver", "case_items", "case_name"]
+
+_EVENTS = {"EPOCH_COMPLETED": Events.EPOCH_COMPLETED, "COMPLETED": Events.COMPLETED}
+_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".npy", ".npz", ".gz")
+
+
+def case_items(engine: Engine) -> list[dict]:
+    """Per-case dicts of the current iteration: each batch item updated with the matching output item."""
+    batch, output = engine.state.batch, engine.state.output
+    batch = batch if isinstance(batch, list) else ([] if batch is None else decollate_batch(batch, detach=True))
+    output = output if isinstance(output, list) else decollate_batch(output, detach=True)
+    items = []
+    for i, out in enumerate(output):
+        if not isinstance(out, Mapping):
+            raise ValueError(f"engine.state.output items must be dicts, got {type(out).__name__}.")
+        base = batch[i] if i < len(batch) and isinstance(batch[i], Mapping) else {}
+        items.append({**base, **out})
+    return items
+
+
+def case_name(item: Mapping, case_key: str | None, name_keys: Sequence[str]) -> str | None:
+    """Name of a case: ``item[case_key]`` if present, else the file name (no extension) of the first
+    ``name_keys`` entry with ``filename_or_obj`` in its MetaTensor ``.meta`` or ``<key>_meta_dict``."""
+    if case_key and item.get(case_key) is not None:
+        value = item[case_key]
+        return str(value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value)
+    for key in name_keys:
+        meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict")
+        name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+        if isinstance(name, (list, tuple)):
+            name = name[0] if name else None
+        if name:
+            base = os.path.basename(os.path.normpath(str(name)))
+            for suffix in _SUFFIXES:
+                if base.lower().endswith(suffix):
+                    return base[: -len(suffix)]
+            return base
+    return None
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    value = value.as_tensor() if hasattr(value, "as_tensor") else value
+    return torch.as_tensor(value).detach().cpu()
+
+
+def _atomic_write(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class _CaseHandler:
+    """Shared plumbing: event names, per-case dicts, unique case names."""
+
+    def __init__(self, pred_key, label_key, case_key, item_transform, write_event) -> None:
+        if write_event not in _EVENTS:
+            raise ValueError(f"write_event must be one of {list(_EVENTS)}, got {write_event!r}.")
+        if not pred_key or not label_key:
+            raise ValueError(f"pred_key and label_key must be non-empty, got {pred_key!r}, {label_key!r}.")
+        if item_transform is not None and not callable(item_transform):
+            raise ValueError("item_transform must be callable or None.")
+        self.pred_key, self.label_key, self.case_key = pred_key, label_key, case_key
+        self.item_transform, self.write_event = item_transform, write_event
+        self._names: set[str] = set()
+
+    def attach(self, engine: Engine) -> None:
+        """Reset at each epoch start, collect after each iteration, write at ``write_event``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(_EVENTS[self.write_event], self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the cases of the previous run."""
+        self._names = set()
+
+    def _cases(self, engine: Engine):
+        for item in case_items(engine):
+            item = dict(self.item_transform(item)) if self.item_transform is not None else item
+            for key in (self.pred_key, self.label_key):
+                if item.get(key) is None:
+                    raise ValueError(f"key {key!r} not found in the engine's output or batch (keys: {sorted(item)}).")
+            name = case_name(item, self.case_key, (self.label_key, self.pred_key)) or f"case_{len(self._names):04d}"
+            unique, n = name, 2
+            while unique in self._names:
+                unique, n = f"{name}_{n}", n + 1
+            if unique != name:
+                warnings.warn(f"case name {name!r} is repeated; this case is called {unique!r}.", stacklevel=2)
+            self._names.add(unique)
+            yield unique, item
+
+    def write(self, engine: Engine) -> None:
+        """Write the outputs of the run (subclasses)."""
+        raise NotImplementedError
+
+
+class RegressionEvaluationSaver(_CaseHandler):
+    """Per-case regression metrics over the whole image, regions and tumour slices; CSV + summary files.
+
+    For every case: :func:`~common.metrics.regression.compute_regression_metrics` on the whole image
+    (columns ``mae``, ``mse``, ``psnr``, ``ssim``), inside each region mask (columns ``<metric>_<region>``),
+    and :func:`~common.metrics.regression.compute_slice_psnr` for each slice metric (AMCGAN: PSNR averaged
+    over the slices whose tumour mask is non-empty). A region whose key is missing from a case is skipped
+    (logged once); an empty mask is skipped with a warning. At ``write_event`` it writes atomically
+    ``<output_dir>/metrics.csv`` (``case`` + metric columns, empty cell = skipped), ``summary.json``
+    (``{"n_cases": N, "metrics": {name: {"mean", "std", "count", "skipped", "n_inf"}}}``; ``std`` is the
+    population std, ``ddof=0``) and ``summary.md``. Skipped (NaN) values never enter a summary; infinite
+    values (PSNR of an identical image) are left out of mean/std with a warning and counted in ``n_inf``.
+    With ``state_metrics_prefix`` not None the means are also put in ``engine.state.metrics`` so MONAI's
+    StatsHandler / MLFlowHandler log them (attach this handler before them; the default ``write_event``
+    ``EPOCH_COMPLETED`` is the end of an evaluator's single pass). Files are rewritten at every run.
+
+    Args:
+        output_dir: folder of the output files (created if missing).
+        regions: ``{region_name: mask_key}``, e.g. ``{"brain": "brain_mask", "tumor": "tumor_mask"}``.
+        slice_metrics: ``{column: (mask_key, axis)}``, e.g. ``{"psnr_tumor_slices": ("tumor_mask", 2)}``.
+        metrics: metrics of the whole image; ``region_metrics``: of the regions (default: ``metrics``).
+        data_range, normalize, percentiles, percentile_reference: as in ``compute_regression_metrics``.
+        normalize_mask_key: mask whose voxels give the normalisation percentiles for every region (default:
+            each region's own mask, the whole image for the whole-image metrics).
+        ssim_kwargs: SSIM options (``kernel_type``, ``win_size``, ``kernel_sigma``, ``k1``, ``k2``,
+            ``ssim_slice_axis``).
+        pred_key, label_key: keys of the synthesized and the reference image in the per-case dict.
+        case_key: key holding the case name (e.g. the datalist's ``"subject"``); else the label's file name.
+        item_transform: callable applied to each per-case dict first (e.g. de-normalisation).
+        state_metrics_prefix: prefix of the ``engine.state.metrics`` names; ``None`` to not set them.
+        write_event: ``"EPOCH_COMPLETED"`` or ``"COMPLETED"``.
+    """
+
+    def __init__(
+        self, output_dir: str, regions: Mapping[str, str] | None = None,
+        slice_metrics: Mapping[str, Sequence] | None = None, metrics: Sequence[str] = METRIC_NAMES,
+        region_metrics: Sequence[str] | None = None, data_range: float | str | None = None,
+        normalize: str | None = None, percentiles: Sequence[float] = (0.5, 99.5), percentile_reference: str = "target",
+        normalize_mask_key: str | None = None, ssim_kwargs: Mapping | None = None, pred_key: str = "pred",
+        label_key: str = "label", case_key: str | None = "subject", item_transform: Callable | None = None,
+        state_metrics_prefix: str | None = "", write_event: str = "EPOCH_COMPLETED",
+    ) -> None:
+        super().__init__(pred_key, label_key, case_key, item_transform, write_event)
+        if not output_dir:
+            raise ValueError("output_dir must be a non-empty path.")
+        for arg, names in (("metrics", metrics), ("region_metrics", region_metrics or metrics)):
+            if isinstance(names, str) or not names or any(m not in METRIC_NAMES for m in names):
+                raise ValueError(f"{arg} must be a non-empty subset of {METRIC_NAMES}, got {names!r}.")
+        self.regions = dict(regions or {})
+        self.slice_metrics = {k: (str(v[0]), int(v[1])) for k, v in (slice_metrics or {}).items()}
+        for name, spec in (slice_metrics or {}).items():
+            if len(spec) != 2 or int(spec[1]) not in (0, 1, 2):
+                raise ValueError(f"slice_metrics[{name!r}] must be (mask_key, axis in 0..2), got {spec!r}.")
+        self.options = dict(
+            data_range=data_range, normalize=normalize, percentiles=tuple(percentiles),
+            percentile_reference=percentile_reference,
+        )
+        self.ssim_kwargs = dict(ssim_kwargs or {})
+        probe = torch.arange(121.0).reshape(1, 11, 11)  # validates every option now rather than at the first case
+        compute_regression_metrics(probe, probe, metrics=("mae",), **self.options, **self.ssim_kwargs)
+        self.output_dir, self.metrics = str(output_dir), tuple(metrics)
+        self.region_metrics = tuple(region_metrics or metrics)
+        self.normalize_mask_key, self.state_metrics_prefix = normalize_mask_key, state_metrics_prefix
+        self.rows: list[dict[str, Any]] = []
+        self._columns: list[str] = []
+        self._missing_logged: set[str] = set()
+        self.logger = logging.getLogger(self.__class__.__name__)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        super().reset(engine)
+        self.rows, self._columns, self._missing_logged = [], [], set()
+
+    def _mask(self, item: Mapping, key: str, pred: torch.Tensor, what: str) -> torch.Tensor | None:
+        if item.get(key) is None:
+            if key not in self._missing_logged:
+                self._missing_logged.add(key)
+                self.logger.info(f"{what}: key {key!r} is not in the data; skipped.")
+            return None
+        mask = _tensor(item[key])
+        return mask[None] if mask.ndim == pred.ndim - 1 else mask
+
+    def __call__(self, engine: Engine) -> None:
+        """Compute the metrics of every case of the current iteration."""
+        for name, item in self._cases(engine):
+            pred, label = _tensor(item[self.pred_key]).double(), _tensor(item[self.label_key]).double()
+            pmask = None
+            if self.normalize_mask_key:
+                pmask = self._mask(item, self.normalize_mask_key, pred, "normalisation mask")
+            row: dict[str, Any] = {"case": name}
+            values = compute_regression_metrics(
+                pred, label, None, metrics=self.metrics, percentile_mask=pmask, **self.options, **self.ssim_kwargs
+            )
+            row.update(values)
+            for region, key in self.regions.items():
+                mask = self._mask(item, key, pred, f"region {region!r}")
+                if mask is None:
+                    continue
+                if not (mask > 0).any():
+                    warnings.warn(f"case {name!r}: mask {key!r} of region {region!r} is empty; skipped.", stacklevel=2)
+                values = compute_regression_metrics(
+                    pred, label, mask, metrics=self.region_metrics, percentile_mask=pmask, **self.options,
+                    **self.ssim_kwargs,
+                )
+                row.update({f"{m}_{region}": v for m, v in values.items()})
+            for column, (key, axis) in self.slice_metrics.items():
+                mask = self._mask(item, key, pred, f"slice metric {column!r}")
+                if mask is None:
+                    continue
+                if not (mask > 0).any():
+                    warnings.warn(f"case {name!r}: mask {key!r} of {column!r} is empty; skipped.", stacklevel=2)
+                row[column] = compute_slice_psnr(pred, label, mask, axis, percentile_mask=pmask, **self.options)
+            self._columns += [c for c in row if c != "case" and c not in self._columns]
+            self.rows.append(row)
+
+    def _gather_rows(self) -> list[dict[str, Any]]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self.rows
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, self.rows)
+        return [row for part in parts for row in part]
+
+    def summary(self, rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """``{"n_cases", "metrics": {name: {"mean", "std", "count", "skipped", "n_inf"}}}``, NaN-free."""
+        rows = self.rows if rows is None else rows
+        columns = [c for c in self._columns if any(c in r for r in rows)]
+        out: dict[str, Any] = {}
+        for column in columns:
+            values = np.array([r.get(column, math.nan) for r in rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            n_inf = int(np.isinf(values).sum())
+            if n_inf:
+                warnings.warn(f"{column}: {n_inf} infinite value(s) left out of the mean and std.", stacklevel=2)
+            entry: dict[str, Any] = {"count": int(finite.size), "skipped": int(np.isnan(values).sum())}
+            entry["n_inf"] = n_inf
+            if finite.size:
+                entry.update(mean=float(finite.mean()), std=float(finite.std()))
+            out[column] = entry
+        return {"n_cases": len(rows), "metrics": out}
+
+    def write(self, engine: Engine) -> None:
+        """Write ``metrics.csv``, ``summary.json``, ``summary.md``; set the state metrics."""
+        rows = self._gather_rows()
+        summary = self.summary(rows)
+        if self.state_metrics_prefix is not None:
+            for column, entry in summary["metrics"].items():
+                if "mean" in entry:
+                    engine.state.metrics[f"{self.state_metrics_prefix}{column}"] = entry["mean"]
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and torch.distributed.get_rank() != 0:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        columns = list(summary["metrics"])
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["case", *columns])
+        for row in rows:
+            cells = [row.get(c, math.nan) for c in columns]
+            writer.writerow([row["case"], *("" if math.isnan(v) else repr(float(v)) for v in cells)])
+        _atomic_write(os.path.join(self.output_dir, "metrics.csv"), buf.getvalue())
+        _atomic_write(
+            os.path.join(self.output_dir, "summary.json"), json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        )
+        lines = ["| metric | mean ± std | count | left out |", "|---|---|---|---|"]
+        for column, e in summary["metrics"].items():
+            value = f"{e['mean']:.5g} ± {e['std']:.3g}" if "mean" in e else "–"
+            lines.append(f"| {column} | {value} | {e['count']} | {e['skipped'] + e['n_inf']} |")
+        text = f"Evaluation of {summary['n_cases']} case(s).\n\n" + "\n".join(lines) + "\n"
+        _atomic_write(os.path.join(self.output_dir, "summary.md"), text)
+
+
+class FigureGridSaver(_CaseHandler):
+    """Collect the middle slices of the first ``num_cases`` cases and write ``<output_dir>/<filename>``.
+
+    Columns: every channel of every ``input_keys`` entry, synthesized, target, absolute error (see
+    :func:`~common.utils.figures.save_figure_grid`); rows are named as in :class:`RegressionEvaluationSaver`.
+
+    Args:
+        output_dir: output folder.
+        input_keys: keys of the network inputs to show (one column per channel).
+        num_cases: number of rows.
+        slice_axis: spatial axis of the middle slice of 3D cases.
+        filename: PNG file name.
+        pred_key, label_key, case_key, item_transform, write_event: as in :class:`RegressionEvaluationSaver`.
+        figure_kwargs: further options of ``save_figure_grid`` (``percentiles``, ``zoom``, ``rot90``, ...).
+    """
+
+    def __init__(
+        self, output_dir: str, input_keys: Sequence[str] = ("image",), num_cases: int = 4, slice_axis: int = 2,
+        filename: str = "figure_grid.png", pred_key: str = "pred", label_key: str = "label",
+        case_key: str | None = "subject", item_transform: Callable | None = None, write_event: str = "EPOCH_COMPLETED",
+        figure_kwargs: Mapping | None = None,
+    ) -> None:
+        super().__init__(pred_key, label_key, case_key, item_transform, write_event)
+        if isinstance(input_keys, str) or not input_keys:
+            raise ValueError(f"input_keys must be a non-empty sequence of keys, got {input_keys!r}.")
+        if num_cases < 1:
+            raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
+        if not output_dir or not filename.lower().endswith(".png"):
+            raise ValueError(f"output_dir must be non-empty and filename end in .png, got {output_dir!r}, {filename!r}.")
+        self.output_dir, self.input_keys, self.num_cases = str(output_dir), list(input_keys), num_cases
+        self.slice_axis, self.filename, self.figure_kwargs = slice_axis, filename, dict(figure_kwargs or {})
+        self.rows: list[dict[str, Any]] = []
+
+    def reset(self, engine: Engine | None = None) -> None:
+        super().reset(engine)
+        self.rows = []
+
+    def __call__(self, engine: Engine) -> None:
+        """Keep the middle slices of the cases of this iteration until ``num_cases`` are held."""
+        if len(self.rows) >= self.num_cases:
+            return
+        for name, item in self._cases(engine):
+            if len(self.rows) >= self.num_cases:
+                break
+            inputs = {}
+            for key in self.input_keys:
+                if item.get(key) is None:
+                    raise ValueError(f"input key {key!r} not found in the engine's batch or output.")
+                image = _tensor(item[key]).double()
+                for c in range(image.shape[0]):
+                    inputs[key if image.shape[0] == 1 else f"{key}[{c}]"] = middle_slice(image[c], self.slice_axis)
+            pair = []
+            for key in (self.pred_key, self.label_key):
+                image = _tensor(item[key]).double()
+                if image.shape[0] != 1:
+                    raise ValueError(f"{key!r} must have one channel for the figure grid, got {tuple(image.shape)}.")
+                pair.append(middle_slice(image[0], self.slice_axis))
+            self.rows.append({"name": name, "inputs": inputs, "pred": pair[0], "target": pair[1]})
+
+    def write(self, engine: Engine) -> None:
+        """Write the grid of the collected cases (nothing if none were seen; rank 0 only when distributed)."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.rows and not (distributed and torch.distributed.get_rank() != 0):
+            path = os.path.join(self.output_dir, self.filename)
+            save_figure_grid(self.rows, path, slice_axis=self.slice_axis, **self.figure_kwargs)

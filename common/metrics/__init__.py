@@ -1,0 +1,31 @@
+"""Image-regression metrics (MAE, MSE, PSNR, SSIM) for 2D and 3D, optionally inside a mask."""
+
+from __future__ import annotations
+
+from .regression import (
+    DATA_RANGE_MODES,
+    METRIC_NAMES,
+    MaskedMAEMetric,
+    MaskedMSEMetric,
+    MaskedPSNRMetric,
+    MaskedRegressionMetric,
+    MaskedSSIMMetric,
+    compute_regression_metrics,
+    compute_slice_psnr,
+    percentile_normalize,
+    resolve_data_range,
+)
+
+__all__ = [
+    "DATA_RANGE_MODES",
+    "METRIC_NAMES",
+    "MaskedMAEMetric",
+    "MaskedMSEMetric",
+    "MaskedPSNRMetric",
+    "MaskedRegressionMetric",
+    "MaskedSSIMMetric",
+    "compute_regression_metrics",
+    "compute_slice_psnr",
+    "percentile_normalize",
+    "resolve_data_range",
+]
