@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .datalist import SPLITS, split_subjects, write_datalist
+from .phantom import IMAGE_KEYS, MASK_KEYS, TISSUE_LABELS, TUMOR_LABELS, generate_dataset, generate_subject, write_subject
 from .prepare import BRATS_KEYS, IXI_KEYS, SYNTHRAD_KEYS, PrepareReport, prepare_brats, prepare_ixi, prepare_synthrad
 from .validation import InputDataError, check_cases, check_output_dir, load_datalist, read_image
 
@@ -10,6 +11,13 @@ __all__ = [
     "SPLITS",
     "split_subjects",
     "write_datalist",
+    "IMAGE_KEYS",
+    "MASK_KEYS",
+    "TISSUE_LABELS",
+    "TUMOR_LABELS",
+    "generate_dataset",
+    "generate_subject",
+    "write_subject",
     "BRATS_KEYS",
     "IXI_KEYS",
     "SYNTHRAD_KEYS",

@@ -58,7 +58,9 @@ def case_name(item: Mapping, case_key: str | None, name_keys: Sequence[str]) -> 
     ``name_keys`` entry with ``filename_or_obj`` in its MetaTensor ``.meta`` or ``<key>_meta_dict``."""
     if case_key and item.get(case_key) is not None:
         value = item[case_key]
-        return str(value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value)
+        value = value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+        # MONAI's datalist loader turns a subject name that is also a dataset folder into a path
+        return os.path.basename(os.path.normpath(str(value)))
     for key in name_keys:
         meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict")
         name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
