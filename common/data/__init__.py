@@ -5,6 +5,7 @@ from __future__ import annotations
 from .datalist import SPLITS, split_subjects, write_datalist
 from .phantom import IMAGE_KEYS, MASK_KEYS, TISSUE_LABELS, TUMOR_LABELS, generate_dataset, generate_subject, write_subject
 from .prepare import BRATS_KEYS, IXI_KEYS, SYNTHRAD_KEYS, PrepareReport, prepare_brats, prepare_ixi, prepare_synthrad
+from .sampling import SliceWeightMapd, slice_lesion_indicator
 from .validation import InputDataError, check_cases, check_output_dir, load_datalist, read_image
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "prepare_brats",
     "prepare_ixi",
     "prepare_synthrad",
+    "SliceWeightMapd",
+    "slice_lesion_indicator",
     "InputDataError",
     "check_cases",
     "check_output_dir",

@@ -20,12 +20,15 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 
-__all__ = ["InputDataError", "load_datalist", "check_cases", "check_output_dir", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "InputDataError", "load_datalist", "check_cases", "check_output_dir", "read_image"]
 
 DEMO_HINT = (
     "generate the demo data with `python scripts/make_demo_data.py --output_dir data/demo`, "
     "or pass --dataset_dir DIR (a folder holding datalist.json) or --datalist FILE"
 )
+
+
+IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 
 
 class InputDataError(ValueError):
@@ -51,6 +54,11 @@ def load_datalist(datalist: str, key: str, dataset_dir: str | None = None) -> li
         raise InputDataError(f"datalist '{datalist}' has an empty '{key}' list.")
     base_dir = os.path.dirname(os.path.abspath(datalist))
     items = load_decathlon_datalist(datalist, is_segmentation=False, data_list_key=key, base_dir=base_dir)
+    # MONAI joins only paths that exist; join missing image paths too, so errors name the full path
+    for item in items:
+        for k, v in item.items():
+            if isinstance(v, str) and not os.path.isabs(v) and v.lower().endswith(IMAGE_EXTENSIONS):
+                item[k] = os.path.normpath(os.path.join(base_dir, v))
     return items
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
 from monai.engines.workflow import Workflow
+from monai.inferers import Inferer, SimpleInferer
 from monai.utils.enums import CommonKeys as Keys
 
 from common.losses.adversarial import DiscriminatorLoss
@@ -95,6 +96,7 @@ class PairedGanTrainer(Trainer):
         amp_dtype: autocast dtype; default float16 on CUDA, bfloat16 on CPU.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
         check_finite: raise on non-finite loss terms (on by default).
+        inferer: how the generator is applied to the batch during training (default ``SimpleInferer``).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class PairedGanTrainer(Trainer):
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         check_finite: bool = True,
+        inferer: Inferer | None = None,
     ) -> None:
         discriminators = dict(discriminators or {})
         for name, spec in discriminators.items():
@@ -150,6 +153,7 @@ class PairedGanTrainer(Trainer):
         self.discriminators = discriminators
         self.optim_set_to_none = optim_set_to_none
         self.check_finite = check_finite
+        self.inferer = SimpleInferer() if inferer is None else inferer
         dev = torch.device(device)
         self.autocast_device = dev.type
         self.amp_dtype = amp_dtype or (torch.float16 if dev.type == "cuda" else torch.bfloat16)
@@ -211,7 +215,7 @@ class PairedGanTrainer(Trainer):
             raise ValueError("the paired-GAN trainer needs a target ('label') in every batch.")
         engine.g_network.train()
         with engine._autocast():
-            y_hat = engine.g_network(x)
+            y_hat = engine.inferer(x, engine.g_network)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
         output: dict[str, Any] = {Keys.IMAGE: x, Keys.LABEL: y}

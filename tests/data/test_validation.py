@@ -79,6 +79,9 @@ def test_datalist_and_output_dir(tmp_path, case):
         load_datalist(str(tmp_path / "datalist.json"), "test")
     path = write_datalist(tmp_path / "datalist.json", {"training": [case], "test": []})
     assert load_datalist(str(path), "training")[0]["t1"] == case["t1"]
+    rel = write_datalist(tmp_path / "rel.json", {"training": [{"t1": "missing/t1.nii.gz", "subject": "s0"}]})
+    entry = load_datalist(str(rel), "training")[0]
+    assert entry["t1"] == str(tmp_path / "missing" / "t1.nii.gz") and entry["subject"] == "s0"
     with pytest.raises(InputDataError, match="empty 'test'"):
         load_datalist(str(path), "test")
     assert check_output_dir(str(tmp_path / "out" / "deep")) == str(tmp_path / "out" / "deep")
