@@ -1,8 +1,19 @@
-"""Transforms MONAI lacks: invertible reference-based intensity normalisation, case naming."""
+"""Transforms MONAI lacks: invertible reference-based intensity normalisation, case naming, missing modalities."""
 
 from __future__ import annotations
 
 from .intensity import InverseReferenceIntensityScaled, ReferenceIntensityScaled
 from .meta import CASE_NAME, SetCaseNamed, case_name_formatter
+from .modality import ModalityIntensityScaled, SynthesizeModalityd, ZeroFillModalityd, present_keys
 
-__all__ = ["ReferenceIntensityScaled", "InverseReferenceIntensityScaled", "SetCaseNamed", "case_name_formatter", "CASE_NAME"]
+__all__ = [
+    "ReferenceIntensityScaled",
+    "InverseReferenceIntensityScaled",
+    "SetCaseNamed",
+    "case_name_formatter",
+    "CASE_NAME",
+    "ModalityIntensityScaled",
+    "SynthesizeModalityd",
+    "ZeroFillModalityd",
+    "present_keys",
+]
