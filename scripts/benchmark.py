@@ -62,7 +62,7 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def conv_throughput(spatial_dims: int, device: torch.device, dtype: torch.dtype | None, repeats: int = 3) -> float:
+def conv_throughput(spatial_dims: int, device: torch.device, dtype: torch.dtype | None, repeats: int = 5) -> float:
     """FLOP/s of a large 3x3(x3) convolution, 64 -> 64 channels: the machine's practical peak."""
     from monai.networks.layers.factories import Conv
 
