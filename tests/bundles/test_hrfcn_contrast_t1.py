@@ -212,7 +212,7 @@ def _run_inference(configs, overrides: dict, network: torch.nn.Module | None = N
 
 
 def _output(root: Path, case: str) -> Path:
-    return root / "out" / case / f"{case}_synth_t1ce.nii.gz"
+    return root / "out" / case / f"{case}_t1ce_synth.nii.gz"
 
 
 def _assert_same_geometry(out_path: Path, ref_path: str) -> np.ndarray:
