@@ -501,3 +501,28 @@ def test_bf16_autocast_switch_on_cpu(data, tmp_path):
     assert dtypes == [torch.bfloat16] and trainer.state.output["pred"].dtype == torch.float32
     assert trainer.state.output["loss"].isfinite()
     wf.finalize()
+
+
+SWEEPS = sorted(p.name for p in (CONFIGS / "sweeps").glob("*.json"))
+
+
+def test_sweep_files_are_the_papers_grids():
+    weights = sorted(n for n in SWEEPS if n.startswith("local_weights_"))
+    deltas = sorted(float(n[len("delta_") : -len(".json")]) for n in SWEEPS if n.startswith("delta_"))
+    assert len(weights) == 5  # Fig. 7: (λ1 = λ2, λ3) in {(1, 1), (1, 10), (1, 30), (0.1, 10), (0.01, 10)}
+    assert deltas == [0.001, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3]  # Fig. 9
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_sets_the_loss_and_trains_one_iteration(name, data, tmp_path):
+    wf = _workflow(["train.json", f"sweeps/{name}"], bundle_root=str(tmp_path), datalist=str(data["datalist"]),
+                   val_interval=100, **TINY, **{"train#trainer#epoch_length": 1})
+    wf.initialize()
+    loss = wf.parser.get_parsed_content("loss")
+    spec = json.loads((CONFIGS / "sweeps" / name).read_text())
+    assert loss.lambda_mae == spec.get("lambda_mae", 1.0) and loss.lambda_ssim == spec.get("lambda_ssim", 1.0)
+    assert loss.lambda_local == spec.get("lambda_local", 1.0) and loss.local.delta == spec.get("delta", 0.1)
+    assert wf.parser.get_parsed_content("ckpt_dir") == str(tmp_path / "models" / name[:-5])
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 1 and math.isfinite(float(trainer.state.output["loss"].detach()))
