@@ -23,17 +23,11 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
+from common.losses.utils import apply_reduction
+
 __all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss"]
 
 ADVERSARIAL_MODES = ("bce", "lsgan", "hinge", "wasserstein")
-
-
-def _reduce(value: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == LossReduction.MEAN.value:
-        return value.mean()
-    if reduction == LossReduction.SUM.value:
-        return value.sum()
-    return value
 
 
 class AdversarialLoss(_Loss):
@@ -68,7 +62,7 @@ class AdversarialLoss(_Loss):
         if self.mode in ("hinge", "wasserstein") and not for_discriminator:
             if not target_is_real:
                 raise ValueError("the generator's hinge/Wasserstein criterion takes target_is_real=True.")
-            return _reduce(-logits, self.reduction)
+            return apply_reduction(-logits, self.reduction)
         if self.mode == "bce":
             target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
             value = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -78,7 +72,7 @@ class AdversarialLoss(_Loss):
             value = F.relu(1.0 - logits) if target_is_real else F.relu(1.0 + logits)
         else:
             value = -logits if target_is_real else logits
-        return _reduce(value, self.reduction)
+        return apply_reduction(value, self.reduction)
 
 
 class GradientPenalty(_Loss):
@@ -110,7 +104,7 @@ class GradientPenalty(_Loss):
         out = critic(x_hat)
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norm = grad.flatten(1).norm(2, dim=1)
-        return _reduce((norm - 1.0) ** 2, self.reduction)
+        return apply_reduction((norm - 1.0) ** 2, self.reduction)
 
 
 class DiscriminatorLoss(_Loss):

@@ -23,15 +23,9 @@ from torch.nn.modules.loss import _Loss
 from monai.losses import SSIMLoss
 from monai.utils import LossReduction
 
+from common.losses.utils import apply_reduction
+
 __all__ = ["HRFCNLoss", "LocalLoss"]
-
-
-def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == LossReduction.MEAN.value:
-        return per_sample.mean()
-    if reduction == LossReduction.SUM.value:
-        return per_sample.sum()
-    return per_sample
 
 
 def _check_aux(name: str, aux: torch.Tensor, pred: torch.Tensor) -> None:
@@ -130,11 +124,11 @@ class LocalLoss(_Loss):
         mask = mask.expand_as(pred)
         masked = ((pred - target).abs() * mask).flatten(1).sum(1)  # (B,)
         if self.normalization == "voxels":
-            return _reduce(masked / pred[0].numel(), self.reduction)
+            return apply_reduction(masked / pred[0].numel(), self.reduction)
         count = mask.flatten(1).sum(1)
         if self.reduction == LossReduction.MEAN.value:
             return masked.sum() / count.sum().clamp_min(self.eps)
-        return _reduce(masked / count.clamp_min(self.eps), self.reduction)
+        return apply_reduction(masked / count.clamp_min(self.eps), self.reduction)
 
 
 class HRFCNLoss(_Loss):
@@ -266,9 +260,9 @@ class HRFCNLoss(_Loss):
             raise ValueError(f"pred and target shapes differ: {list(pred.shape)} vs {list(target.shape)}.")
         terms: dict[str, torch.Tensor] = {}
         if self.lambda_mae > 0:
-            terms["mae"] = _reduce((pred - target).abs().flatten(1).mean(1), self.reduction)
+            terms["mae"] = apply_reduction((pred - target).abs().flatten(1).mean(1), self.reduction)
         if self.lambda_ssim > 0:
-            terms["ssim"] = _reduce(self._ssim_per_sample(pred, target), self.reduction)
+            terms["ssim"] = apply_reduction(self._ssim_per_sample(pred, target), self.reduction)
         if self.lambda_local > 0:
             if reference is None and mask is None:
                 aux = "T1" if self.mask_source == "threshold" else "mask"
