@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
-
-from monai.utils import set_determinism
 
 __all__ = ["loss_terms", "latest_checkpoint", "EpochSeedHandler"]
 
@@ -59,8 +59,8 @@ class EpochSeedHandler:
 
     Shuffling, random crops, dropout and random transforms of epoch ``e`` then depend only on ``seed`` and
     ``e``, so a run resumed from an epoch checkpoint continues exactly as the uninterrupted run would
-    (``monai.utils.set_determinism`` seeds torch, numpy and random; the datasets' own random transforms are
-    re-seeded too).
+    (torch, numpy and random are seeded; the datasets' own random transforms are re-seeded too). cuDNN's
+    non-deterministic kernels are left alone, so GPU runs are repeatable only up to them.
 
     Args:
         seed: base seed.
@@ -81,7 +81,10 @@ class EpochSeedHandler:
     def __call__(self, engine: Any) -> None:
         from monai.data.utils import set_rnd
 
-        epoch_seed = self.seed * 100_003 + int(engine.state.epoch)
-        set_determinism(seed=epoch_seed, use_deterministic_algorithms=None)
+        epoch_seed = (self.seed * 100_003 + int(engine.state.epoch)) % (2**32)
+        # seed the generators only: cuDNN's deterministic mode (set_determinism) would slow GPU training
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
         for ds in self.datasets:
             set_rnd(getattr(ds, "dataset", ds), epoch_seed)
