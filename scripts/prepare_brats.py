@@ -9,12 +9,12 @@ Usage:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import fire
 
 from common.data.prepare import prepare_brats
+from common.data.prepare_cli import run_prepare
 
 __all__ = ["main"]
 
@@ -44,17 +44,10 @@ def main(
     Raises:
         SystemExit: non-zero when the root does not exist, an argument is invalid or no subject is usable.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = prepare_brats(
-            str(root), output=output, require=require, fractions=fractions, seed=seed, affine_tol=affine_tol,
-            same_grid=same_grid, write=not dry_run,
-        )
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
-        raise SystemExit(f"prepare_brats: error: {err}") from None
-    print(report.summary())
-    if not report.included:
-        raise SystemExit(1)
+    run_prepare(
+        "prepare_brats", prepare_brats, str(root), output=output, require=require, fractions=fractions, seed=seed,
+        affine_tol=affine_tol, same_grid=same_grid, write=not dry_run,
+    )
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ Usage:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import fire
 
 from common.data.prepare import prepare_ixi
+from common.data.prepare_cli import run_prepare
 
 __all__ = ["main"]
 
@@ -45,19 +45,12 @@ def main(
     Raises:
         SystemExit: non-zero when a root does not exist, an argument is invalid or no subject is usable.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not roots:
         raise SystemExit("prepare_ixi: error: give at least one folder holding IXI files.")
-    try:
-        report = prepare_ixi(
-            [str(r) for r in roots], output=output, require=require, fractions=fractions, seed=seed,
-            affine_tol=affine_tol, same_grid=same_grid, write=not dry_run,
-        )
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
-        raise SystemExit(f"prepare_ixi: error: {err}") from None
-    print(report.summary())
-    if not report.included:
-        raise SystemExit(1)
+    run_prepare(
+        "prepare_ixi", prepare_ixi, [str(r) for r in roots], output=output, require=require, fractions=fractions,
+        seed=seed, affine_tol=affine_tol, same_grid=same_grid, write=not dry_run,
+    )
 
 
 if __name__ == "__main__":

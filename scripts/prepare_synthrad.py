@@ -10,12 +10,12 @@ Usage:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import fire
 
 from common.data.prepare import prepare_synthrad
+from common.data.prepare_cli import run_prepare
 
 __all__ = ["main"]
 
@@ -48,17 +48,10 @@ def main(
         SystemExit: non-zero when the root or its region folders do not exist, an argument is invalid or
             no subject is usable.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = prepare_synthrad(
-            str(root), output=output, require=require, fractions=fractions, seed=seed, affine_tol=affine_tol,
-            same_grid=same_grid, regions=regions, write=not dry_run,
-        )
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
-        raise SystemExit(f"prepare_synthrad: error: {err}") from None
-    print(report.summary())
-    if not report.included:
-        raise SystemExit(1)
+    run_prepare(
+        "prepare_synthrad", prepare_synthrad, str(root), output=output, require=require, fractions=fractions,
+        seed=seed, affine_tol=affine_tol, same_grid=same_grid, regions=regions, write=not dry_run,
+    )
 
 
 if __name__ == "__main__":
