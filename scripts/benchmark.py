@@ -118,8 +118,11 @@ def benchmark_inference(bundle: Path, overrides: list[str], dataset_dir: str | N
     item = preprocessing(case)
     prep_s = time.perf_counter() - start
     image = item["image"].unsqueeze(0).to(device)
-    spatial_dims = image.ndim - 2
+    # the network's own dimensionality: a SliceInferer runs a 2D network over a 3D volume
+    net_dims = 2 if getattr(inferer, "spatial_dim", None) is not None else min(max(image.ndim - 2, 2), 3)
     results = {"volume_shape": list(image.shape[2:]), "preprocessing_s": prep_s}
+    with torch.no_grad():
+        flops = _count_flops(lambda: inferer(image, net))  # the same in fp32 and bf16: counted once
     for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         timed = TimedModule(net)
         with torch.no_grad(), _autocast(dtype, device):
@@ -128,10 +131,7 @@ def benchmark_inference(bundle: Path, overrides: list[str], dataset_dir: str | N
             start = time.perf_counter()
             inferer(image, timed)
             total = time.perf_counter() - start
-            flops = _count_flops(lambda: inferer(image, net))
-        peak = conv_throughput(spatial_dims if spatial_dims in (2, 3) else 3, device, dtype)
-        if getattr(inferer, "spatial_dim", None) is not None:  # SliceInferer runs a 2D network
-            peak = conv_throughput(2, device, dtype)
+        peak = conv_throughput(net_dims, device, dtype)
         results[label] = {
             "inference_s": total,
             "forward_s": timed.seconds,

@@ -132,7 +132,7 @@ def _check_export(bundle: Path, overrides: Sequence[str], **_) -> str:
         source = "trained weights"
         if ckpt.is_file():
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
-            net.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
+            net.load_state_dict(state["model"] if "model" in state else state)
         else:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save(net.state_dict(), ckpt)

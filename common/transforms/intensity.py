@@ -8,7 +8,7 @@ exists, the synthetic image is mapped back with the reference's statistics.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
