@@ -79,8 +79,8 @@ def data_summary(datalist: Path, out: Path) -> str:
         vals = [np.mean(sums[key][t]) if sums[key][t] else float("nan") for t in SUMMARY_TISSUES]
         fmt = "{:.2e}" if key == "adc" else "{:.0f}"
         lines.append(f"| {key} | " + " | ".join(fmt.format(v) for v in vals) + " |")
-    # a montage of the first subject with a tumour
-    case = max(cases, key=lambda c: int((np.asarray(nib.load(root / c["tumor_mask"]).dataobj) > 0).sum()))
+    # a montage of the subject with the largest tumour
+    case = cases[int(np.argmax(tumour_ml))]  # the subject with the largest tumour
     tumour = np.asarray(nib.load(root / case["tumor_mask"]).dataobj)
     z = int(np.argmax((tumour > 0).sum(axis=(0, 1)))) if tumour.any() else tumour.shape[2] // 2
     tiles = []
