@@ -3,7 +3,8 @@
 Usage:
     python scripts/check_bundles.py [bundle ...] [--schema PATH] [--override configs/demo.json]
 
-Checks, one line each per bundle: required files; the version is in the changelog; the metadata's
+Checks, one line each per bundle: required files; the canonical config ids and the hardening wiring of
+``docs/bundle_conventions.md`` (pre-checks, lock, checkpoint dict, the collection's ``val_psnr``); the version is in the changelog; the metadata's
 package versions equal requirements.txt; ``verify_metadata`` against the Model Zoo schema (offline copy);
 ``verify_net_in_out``; ``ckpt_export`` (from a temporary copy; a checkout without trained weights exports
 freshly initialised weights) and the exported TorchScript gives the eager output. Exit status 1 when any
@@ -37,6 +38,31 @@ REQUIRED_FILES = (
     "LICENSE",
     "large_files.yml",
 )
+TRAIN_IDS = (
+    "bundle_root", "dataset_dir", "datalist", "source_keys", "target_key", "device", "amp", "seed", "ckpt_dir",
+    "output_dir", "log_dir", "resume", "val_interval", "max_epochs", "network_def", "network",
+    "train#datalist_data", "train#preprocessing", "train#dataset", "train#dataloader", "train#inferer",
+    "train#handlers", "train#trainer", "train#save_dict", "train#checkpoint_loader", "train#checkpoint_saver",
+    "train#lock", "validate#datalist_data", "validate#preprocessing", "validate#postprocessing", "validate#dataset",
+    "validate#dataloader", "validate#inferer", "validate#key_metric#val_psnr", "validate#handlers",
+    "validate#best_model_saver", "validate#evaluator", "initialize", "run", "finalize",
+)  # fmt: skip
+INFER_IDS = (
+    "bundle_root", "dataset_dir", "datalist", "datalist_key", "datalist_data", "source_keys", "device", "amp",
+    "ckpt_dir", "ckpt_path", "output_dir", "output_suffix", "network_def", "network", "preprocessing",
+    "postprocessing", "inferer", "dataset", "dataloader", "checkpoint_loader", "handlers", "evaluator",
+    "initialize", "run", "finalize",
+)  # fmt: skip
+# what the template-hardening conventions put into the configs (docs/bundle_conventions.md)
+TRAIN_WIRING = {
+    "train#trainer#_target_": "PairedGanTrainer",
+    "train#save_dict": "checkpoint_dict(",
+    "validate#key_metric#val_psnr#metric_fn#_target_": "MaskedPSNRMetric",
+    "validate#key_metric#val_psnr#metric_fn#data_range": "target_range",
+    "initialize": ("check_finite=True", "check_output_dir(@ckpt_dir)", "@train#lock.attach("),
+    "finalize": ("@train#lock.release()",),
+}
+INFER_WIRING = {"initialize": ("check_finite=True", "check_checkpoint(@ckpt_path)", "check_output_dir(@output_dir)")}
 VERSION_FIELDS = {"monai_version": "monai", "pytorch_version": "torch", "numpy_version": "numpy"}
 
 __all__ = ["pinned_versions", "check_bundle", "main"]
@@ -57,6 +83,28 @@ def _check_files(bundle: Path, **_) -> str:
     if missing:
         raise AssertionError(f"missing {missing}")
     return f"{len(REQUIRED_FILES)} files"
+
+
+def _missing_wiring(config: Path, ids: Sequence[str], wiring: dict) -> list[str]:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    problems = [f"no id '{i}'" for i in ids if i not in parser]
+    for id_, needles in wiring.items():
+        text = json.dumps(parser.get(id_)) if id_ in parser else ""
+        for needle in (needles,) if isinstance(needles, str) else needles:
+            if needle not in text:
+                problems.append(f"'{id_}' lacks {needle!r}")
+    return [f"{config.name}: {p}" for p in problems]
+
+
+def _check_ids(bundle: Path, **_) -> str:
+    problems = _missing_wiring(bundle / "configs/train.json", TRAIN_IDS, TRAIN_WIRING)
+    problems += _missing_wiring(bundle / "configs/inference.json", INFER_IDS, INFER_WIRING)
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return f"{len(TRAIN_IDS)} train and {len(INFER_IDS)} inference ids, hardening wired"
 
 
 def _check_changelog(bundle: Path, **_) -> str:
@@ -159,6 +207,7 @@ def _check_export(bundle: Path, overrides: Sequence[str], **_) -> str:
 
 CHECKS: dict[str, Callable[..., str]] = {
     "files": _check_files,
+    "ids": _check_ids,
     "changelog": _check_changelog,
     "versions": _check_versions,
     "verify_metadata": _check_metadata,

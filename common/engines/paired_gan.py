@@ -1,8 +1,29 @@
-"""The paired-GAN trainer shared by every adversarial bundle.
+"""The paired-GAN trainer shared by every adversarial bundle, and why MONAI's GAN trainers are not used.
 
-MONAI's ``GanTrainer`` maps random latent codes to images; paired synthesis (MRI -> CE-MRI, T1 -> T2,
-MRI -> CT) maps a source image ``x`` to its co-registered target ``y`` with one generator and one or more
-discriminators, which is what :class:`PairedGanTrainer` does.
+Paired synthesis (MRI -> CE-MRI, T1 -> T2, MRI -> CT) maps a source image ``x`` to its co-registered target
+``y`` with one generator and one or more discriminators that judge ``y`` / ``G(x)``, usually conditioned on
+``x`` (pix2pix, Isola et al. CVPR 2017). MONAI 1.6.1 has two GAN trainers in ``monai/engines/trainer.py``;
+neither trains that objective:
+
+- ``GanTrainer`` is unconditional: the generator's input is a random latent code from ``g_prepare_batch``
+  (``default_make_latent``), the batch supplies only the reals, ``g_loss_function(fakes)`` and
+  ``d_loss_function(fakes, reals)`` never see a source image or a paired target (no pixel loss, no
+  conditional D); one discriminator; the D loss receives the non-detached fakes; its iteration never autocasts.
+- ``AdversarialTrainer`` (reconstruction + adversarial) sets ``REALS = inputs``: its discriminator's real
+  samples are the **source** batch, not the target (it is built for autoencoders, where input == target),
+  so for paired synthesis D would learn "source vs. synthetic"; D sees only the image (``d_inferer(fakes)``),
+  never ``x ⊕ y``; it updates G first and then D once (pix2pix updates D first; no ``steps`` for WGAN
+  critics), takes exactly one discriminator, has no gradient penalty (``d_loss_function`` gets logits, not
+  the network), outputs one reconstruction, one generator and one D loss, runs AMP only on CUDA
+  (``torch.cuda.amp.GradScaler``), leaves D trainable during G's backward, and has no NaN/Inf checks.
+
+:class:`PairedGanTrainer` does: ``G(x)`` once per iteration, then ``steps_k`` updates of every named D_k on
+``(D_k(in_k(x, y)), D_k(in_k(x, G(x).detach())))`` with its own :class:`~common.losses.adversarial.DiscriminatorLoss`
+(WGAN-GP penalty included), then one G update on named, weighted terms with the D_k frozen; per-term
+logging, float16 (CUDA) / bfloat16 (CPU) autocast, NaN/Inf checks of every loss term before its step and of
+every network's state after the steps, epoch-level schedulers and a canonical checkpoint dict. Swapping in
+MONAI's trainers changes the objective (what D compares, the update order, the number of critic steps),
+not only the code path: results are then not those of the reproduced papers.
 """
 
 from __future__ import annotations
@@ -12,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from ignite.engine import Events
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
@@ -21,17 +44,28 @@ from monai.engines.workflow import Workflow
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils.enums import CommonKeys as Keys
 
+from common.engines.checkpoint import canonical_save_dict
+from common.engines.guard import NonFiniteLossError, NonFiniteStateError, check_finite_loss, check_finite_state
 from common.losses.adversarial import DiscriminatorLoss
 
-__all__ = ["DiscriminatorSpec", "PairedGanTrainer", "NonFiniteLossError"]
+__all__ = ["DiscriminatorSpec", "PairedGanTrainer", "NonFiniteLossError", "NonFiniteStateError"]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term is NaN or Inf; raised before the optimizer step, so weights stay finite."""
+def _validate_scheduler(arg: str, scheduler: Any, optimizer: Optimizer) -> None:
+    """A scheduler the trainer steps once per epoch: an ``LRScheduler`` of ``optimizer``, not ReduceLROnPlateau."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, ReduceLROnPlateau) or not isinstance(scheduler, LRScheduler):
+        raise ValueError(
+            f"{arg} must be an epoch-level torch.optim.lr_scheduler.LRScheduler (ReduceLROnPlateau needs a metric: "
+            f"use monai.handlers.LrScheduleHandler with step_transform), got {type(scheduler).__name__}."
+        )
+    if scheduler.optimizer is not optimizer:
+        raise ValueError(f"{arg} must schedule the optimizer it is given with, not another one.")
 
 
 class DiscriminatorSpec:
-    """One discriminator of a :class:`PairedGanTrainer`: its network, optimizer, loss and schedule.
+    """One discriminator of a :class:`PairedGanTrainer`: its network, optimizer, loss, schedule and input.
 
     Args:
         network: maps (B, C_in, *spatial) to logits (B, ...). ``C_in`` is source + target channels when
@@ -41,25 +75,47 @@ class DiscriminatorSpec:
             and optional gradient penalty).
         steps: discriminator updates per generator update (WGAN critics often use 5). All steps of one
             iteration use the same batch and the same synthetic images.
-        conditional: whether the discriminator sees the source image concatenated to the target.
+        conditional: whether the discriminator sees the source image concatenated to the target (default
+            True). Exclusive with ``input_fn``.
+        input_fn: ``(source (B, C_x, *S), image (B, C_y, *S)) -> D input`` replacing the ``conditional`` rule,
+            e.g. ``lambda x, y: y`` for an unconditional super-resolution D on differently sized source and
+            image, or a centre crop of ``x ⊕ y``. It must be differentiable in ``image`` (the generator's
+            adversarial gradient flows through it) and give real and synthetic inputs of the same shape.
+        lr_scheduler: an epoch-level scheduler of ``optimizer``; the trainer steps it at every EPOCH_COMPLETED.
     """
 
     def __init__(
-        self, network: torch.nn.Module, optimizer: Optimizer, loss: DiscriminatorLoss, steps: int = 1, conditional: bool = True
+        self,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        loss: DiscriminatorLoss,
+        steps: int = 1,
+        conditional: bool | None = None,
+        input_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        lr_scheduler: LRScheduler | None = None,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}.")
         if not isinstance(loss, DiscriminatorLoss):
             raise ValueError(f"loss must be a DiscriminatorLoss, got {type(loss).__name__}.")
+        if input_fn is not None and not callable(input_fn):
+            raise ValueError(f"input_fn must be callable, got {type(input_fn).__name__}.")
+        if input_fn is not None and conditional is not None:
+            raise ValueError("conditional and input_fn are exclusive: input_fn builds the discriminator's input.")
+        _validate_scheduler("lr_scheduler", lr_scheduler, optimizer)
         self.network = network
         self.optimizer = optimizer
         self.loss = loss
         self.steps = int(steps)
-        self.conditional = bool(conditional)
+        self.input_fn = input_fn
+        self.conditional = None if input_fn is not None else (True if conditional is None else bool(conditional))
+        self.lr_scheduler = lr_scheduler
 
-    def inputs(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The discriminator's input for a (source, target-or-synthetic) pair: ``x ⊕ y`` or ``y``."""
-        return torch.cat([source, target], dim=1) if self.conditional else target
+    def inputs(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """D's input for a (source, target-or-synthetic) pair: ``input_fn(x, y)``, ``x ⊕ y`` or ``y``."""
+        if self.input_fn is not None:
+            return self.input_fn(source, image)
+        return torch.cat([source, image], dim=1) if self.conditional else image
 
 
 class PairedGanTrainer(Trainer):
@@ -68,14 +124,22 @@ class PairedGanTrainer(Trainer):
     One iteration on a batch ``(x, y)``:
 
     1. ``y_hat = G(x)``;
-    2. for each discriminator k, ``steps_k`` times: minimise ``L_Dk(D_k(x ⊕ y), D_k(x ⊕ y_hat))``
-       (+ its gradient penalty) with ``y_hat`` detached;
-    3. with the discriminators frozen, minimise ``sum(g_loss(y_hat, y, {k: D_k(x ⊕ y_hat)}, batch).values())``.
+    2. for each discriminator k, ``steps_k`` times: minimise ``L_Dk(D_k(in_k(x, y)), D_k(in_k(x, y_hat)))``
+       (+ its gradient penalty) with ``y_hat`` detached, ``in_k`` being ``x ⊕ y``, ``y`` or ``input_fn``;
+    3. with the discriminators frozen, minimise ``sum(g_loss(y_hat, y, {k: D_k(in_k(x, y_hat))}, batch).values())``.
 
-    Every loss term is checked before its backward pass: a NaN/Inf raises :class:`NonFiniteLossError`
-    naming the term, so no optimizer ever steps on non-finite gradients. ``engine.state.output`` holds
-    ``image``, ``label``, ``pred``, ``loss`` (the generator's total, what MLflow logs) and every term
-    (``g_*`` generator terms, ``d_<name>`` and ``d_<name>_gp`` discriminator terms) for TensorBoard.
+    With ``check_finite`` every loss term is checked before its backward pass (a NaN/Inf raises
+    :class:`~common.engines.guard.NonFiniteLossError` naming the term, so no optimizer steps on non-finite
+    gradients), and after the steps every parameter and buffer of G and of each D_k is checked
+    (:class:`~common.engines.guard.NonFiniteStateError` naming the network, ``generator`` or ``d_<name>``, and
+    the tensor), before any handler can save the state. ``engine.state.output`` holds ``image``, ``label``,
+    ``pred``, ``loss`` (the generator's total, what MLflow logs) and every term (``g_*`` generator terms,
+    ``d_<name>`` and ``d_<name>_gp`` discriminator terms) for TensorBoard.
+
+    Schedulers (``g_lr_scheduler`` and each spec's ``lr_scheduler``) are stepped once per epoch at
+    EPOCH_COMPLETED, before every handler given in ``train_handlers`` or attached later (so an epoch-level
+    checkpoint holds the stepped schedule); configs need no ``LrScheduleHandler`` for them.
+    :meth:`checkpoint_dict` gives the canonical save dict for ``CheckpointSaver`` / ``CheckpointLoader``.
 
     Mixed precision: ``amp=True`` runs forward passes under ``torch.autocast`` — float16 with a gradient
     scaler per optimizer on CUDA, bfloat16 without scaling on CPU (``amp_dtype`` overrides the dtype).
@@ -95,8 +159,9 @@ class PairedGanTrainer(Trainer):
         amp: mixed precision, see above.
         amp_dtype: autocast dtype; default float16 on CUDA, bfloat16 on CPU.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
-        check_finite: raise on non-finite loss terms (on by default).
+        check_finite: raise on non-finite loss terms and network states (on by default).
         inferer: how the generator is applied to the batch during training (default ``SimpleInferer``).
+        g_lr_scheduler: an epoch-level scheduler of ``g_optimizer`` (e.g. pix2pix's linear decay as a ``LambdaLR``).
     """
 
     def __init__(
@@ -124,11 +189,13 @@ class PairedGanTrainer(Trainer):
         to_kwargs: dict | None = None,
         check_finite: bool = True,
         inferer: Inferer | None = None,
+        g_lr_scheduler: LRScheduler | None = None,
     ) -> None:
         discriminators = dict(discriminators or {})
         for name, spec in discriminators.items():
             if not isinstance(spec, DiscriminatorSpec):
                 raise ValueError(f"discriminators[{name!r}] must be a DiscriminatorSpec, got {type(spec).__name__}.")
+        _validate_scheduler("g_lr_scheduler", g_lr_scheduler, g_optimizer)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -141,7 +208,7 @@ class PairedGanTrainer(Trainer):
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
+            handlers=None,  # registered below, after the scheduler step
             amp=amp,
             decollate=decollate,
             to_kwargs=to_kwargs,
@@ -150,6 +217,7 @@ class PairedGanTrainer(Trainer):
         self.network = g_network  # the name MONAI handlers and tools look for
         self.g_optimizer = g_optimizer
         self.g_loss = g_loss
+        self.g_lr_scheduler = g_lr_scheduler
         self.discriminators = discriminators
         self.optim_set_to_none = optim_set_to_none
         self.check_finite = check_finite
@@ -160,10 +228,36 @@ class PairedGanTrainer(Trainer):
         use_scaler = amp and dev.type == "cuda" and self.amp_dtype == torch.float16
         names = ["generator", *discriminators]
         self.scalers = {n: torch.amp.GradScaler("cuda") for n in names} if use_scaler else {}
+        self.add_event_handler(Events.EPOCH_COMPLETED, PairedGanTrainer._step_schedulers)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
 
     def run(self) -> None:  # type: ignore[override]
         """Train; called again, continues from the current (possibly checkpoint-restored) state."""
         Workflow.run(self)  # MONAI's Trainer.run would create a CUDA-only scaler
+
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """``{"generator": G, "d_<name>": D_name, ...}``, the networks whose state ``check_finite`` checks."""
+        return {"generator": self.g_network, **{f"d_{n}": s.network for n, s in self.discriminators.items()}}
+
+    def checkpoint_dict(self, best_model_saver: Any | None = None) -> dict[str, Any]:
+        """The complete training state under the canonical keys (see :mod:`common.engines.checkpoint`).
+
+        Args:
+            best_model_saver: the validation ``CheckpointSaver`` (``save_key_metric=True``); its ranking is
+                saved as ``best_model`` so the best-metric tracking survives a resume.
+        """
+        discs = {n: (s.network, s.optimizer, s.lr_scheduler) for n, s in self.discriminators.items()}
+        return canonical_save_dict(
+            self.g_network, self.g_optimizer, self, self.g_lr_scheduler, discs, best_model_saver, self.scalers
+        )
+
+    @staticmethod
+    def _step_schedulers(engine: PairedGanTrainer) -> None:
+        for scheduler in [engine.g_lr_scheduler, *(s.lr_scheduler for s in engine.discriminators.values())]:
+            if scheduler is not None:
+                scheduler.step()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:
@@ -171,11 +265,8 @@ class PairedGanTrainer(Trainer):
         return torch.autocast(self.autocast_device, dtype=self.amp_dtype)
 
     def _check(self, name: str, value: torch.Tensor) -> None:
-        if self.check_finite and not bool(torch.isfinite(value.detach()).all()):
-            raise NonFiniteLossError(
-                f"loss term '{name}' is {value.detach().float().mean().item()} at epoch {self.state.epoch}, "
-                f"iteration {self.state.iteration}; stopped before the optimizer step, the weights are unchanged."
-            )
+        if self.check_finite:
+            check_finite_loss(name, value, self.state.epoch, self.state.iteration)
 
     def _step(self, name: str, loss: torch.Tensor, optimizer: Optimizer) -> None:
         scaler = self.scalers.get(name)
@@ -187,7 +278,9 @@ class PairedGanTrainer(Trainer):
             scaler.step(optimizer)
             scaler.update()
 
-    def _discriminator_update(self, name: str, spec: DiscriminatorSpec, x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> dict:
+    def _discriminator_update(
+        self, name: str, spec: DiscriminatorSpec, x: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor
+    ) -> dict:
         spec.network.train()
         real_in, fake_in = spec.inputs(x, y), spec.inputs(x, y_hat.detach())
         terms: dict[str, torch.Tensor] = {}
@@ -241,6 +334,8 @@ class PairedGanTrainer(Trainer):
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+        if engine.check_finite:
+            check_finite_state(engine.networks, engine.state.epoch, engine.state.iteration)
 
         output.update({k: v.detach() for k, v in terms.items()})
         output[Keys.PRED] = y_hat.detach().float()

@@ -44,7 +44,8 @@ def latest_checkpoint(ckpt_dir: str, pattern: str = "checkpoint_epoch=*.pt") -> 
     paths = glob.glob(os.path.join(ckpt_dir, pattern))
     if not paths:
         raise FileNotFoundError(
-            f"--resume was asked but no checkpoint matching '{pattern}' is in '{ckpt_dir}'; train without --resume first."
+            f"--resume was asked but no checkpoint matching '{pattern}' is in '{ckpt_dir}'; "
+            "train without --resume first."
         )
 
     def epoch(path: str) -> int:

@@ -31,12 +31,13 @@ from ignite.engine import Engine, Events
 from monai.data import decollate_batch
 
 from common.metrics.regression import METRIC_NAMES, compute_regression_metrics, compute_slice_psnr
+from common.utils.extensions import IMAGE_EXTENSIONS
 from common.utils.figures import middle_slice, save_figure_grid
 
 __all__ = ["RegressionEvaluationSaver", "FigureGridSaver", "case_items", "case_name"]
 
 _EVENTS = {"EPOCH_COMPLETED": Events.EPOCH_COMPLETED, "COMPLETED": Events.COMPLETED}
-_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".npy", ".npz", ".gz")
+_SUFFIXES = IMAGE_EXTENSIONS  # longest first: ".nii.gz" before ".gz"
 
 
 def case_items(engine: Engine) -> list[dict]:

@@ -1,7 +1,8 @@
-"""Inferers MONAI lacks: stitching for networks whose output is the centre of their input."""
+"""Inferers MONAI lacks: autocast around any inferer (bf16 on CPU), stitching for valid-convolution networks."""
 
 from __future__ import annotations
 
+from .autocast import AutocastInferer
 from .center_crop import CenterCropStitchInferer
 
-__all__ = ["CenterCropStitchInferer"]
+__all__ = ["AutocastInferer", "CenterCropStitchInferer"]

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .adversarial import ADVERSARIAL_MODES, AdversarialLoss, DiscriminatorLoss, GradientPenalty, PairedGeneratorLoss
 from .local import HRFCNLoss, LocalLoss
+from .protocol import GeneratorLoss, GeneratorTerm, call_term
 
-__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss", "HRFCNLoss", "LocalLoss"]
+__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss", "HRFCNLoss", "LocalLoss", "GeneratorLoss", "GeneratorTerm", "call_term"]

@@ -1,8 +1,23 @@
-"""Adversarial criteria for paired image-to-image GANs.
+"""Adversarial criteria for paired image-to-image GANs, and why MONAI's ``PatchAdversarialLoss`` is not used.
 
 The paired-GAN engine (:class:`common.engines.PairedGanTrainer`) trains one generator against any number of
 discriminators. Each discriminator owns a :class:`DiscriminatorLoss`; the generator owns one loss object
 (for example :class:`PairedGeneratorLoss`) that receives the discriminators' outputs on the synthetic image.
+
+MONAI 1.6.1's ``monai.losses.PatchAdversarialLoss`` (``monai/losses/adversarial_loss.py``) passes the logits
+through an activation before its criterion, so its objectives are not the papers' ones:
+
+- ``"bce"``: ``sigmoid`` then ``torch.nn.BCELoss`` (log clamped at -100) instead of the stable
+  BCE-with-logits used here; saturated logits give clamped values and vanishing gradients;
+- ``"least_squares"``: by default ``LeakyReLU(0.05)`` is applied to the logits before the MSE
+  (``no_activation_leastsq=False``), so negative outputs are shrunk 20x; LSGAN (Mao et al.) and pix2pix's
+  ``lsgan`` are the MSE of the raw output (our ``"lsgan"``);
+- ``"hinge"``: ``tanh`` first, giving ``mean(1 - tanh D)`` / ``mean(1 + tanh D)``, whose margins are never
+  reached (``|tanh D| < 1``), and a generator criterion ``mean(1 - tanh D)`` instead of Lim and Ye's ``-mean(D)``;
+- no Wasserstein criterion and no gradient penalty (it never sees the critic), and no real/fake weight
+  (pix2pix halves the D objective); a list input (multi-scale D) is averaged with equal weights.
+
+Swapping it in therefore changes the objective being optimised, not only the implementation.
 
 References:
     Goodfellow et al., "Generative adversarial nets", NeurIPS 2014 (``"bce"``).
@@ -23,6 +38,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
+from common.losses.protocol import GeneratorLoss, call_term
 from common.losses.utils import apply_reduction
 
 __all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss"]
@@ -98,7 +114,9 @@ class GradientPenalty(_Loss):
             fake: synthetic critic inputs of the same shape (detached from the generator).
         """
         if real.shape != fake.shape:
-            raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}.")
+            raise ValueError(
+                f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}."
+            )
         eps = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), device=real.device, dtype=real.dtype)
         x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
         out = critic(x_hat)
@@ -150,32 +168,44 @@ class DiscriminatorLoss(_Loss):
         return self.gradient_penalty_weight * self.gradient_penalty(critic, real, fake)
 
 
-class PairedGeneratorLoss(_Loss):
-    """Generator objective of a paired (conditional) GAN.
+class PairedGeneratorLoss(GeneratorLoss):
+    """Generator objective of a paired (conditional) GAN, or of a non-adversarial regression network.
 
-    ``L_G = lambda_pix * l_pix(G(x), y) + sum_k lambda_k * l_adv,k(D_k(G(x)), real)``
+    ``L_G = sum_j lambda_j * l_j(G(x), y) + sum_k lambda_k * l_adv,k(D_k(G(x)), real)``
 
-    pix2pix (Isola et al. 2017, Eq. 4) is ``l_pix = L1``, ``lambda_pix = 100``, one BCE discriminator with
-    ``lambda = 1``.
+    pix2pix (Isola et al. 2017, Eq. 4) is one pixel term ``l_1 = L1`` with ``lambda = 100`` and one BCE
+    discriminator with ``lambda = 1``. Pixel terms that need more than ``(pred, target)`` (a reference image
+    from the batch, a discriminator's confidence map) are :class:`~common.losses.protocol.GeneratorTerm`
+    modules; they receive ``fake_outputs`` and ``batch``. With no discriminator the adversarial sum is empty
+    and this is a plain weighted regression loss.
 
     Args:
-        pixel_loss: a loss module mapping (pred, target) to a scalar; None for no pixel term.
-        pixel_weight: ``lambda_pix``.
-        adversarial_weights: ``{discriminator name: lambda_k}``; a discriminator not named gets weight 1.
+        pixel_losses: ``{term name: loss module}``; each term is logged as ``g_<name>``.
+        pixel_weights: ``{term name: lambda_j}``; every name of ``pixel_losses`` must have a weight. A weight
+            of 0 drops the term (it is not computed).
+        adversarial_weights: ``{discriminator name: lambda_k}``; a discriminator not named gets weight 1,
+            weight 0 drops its term (logged as ``g_adv_<name>``).
         adversarial_modes: the criterion of each named discriminator (one mode for all, or a mapping);
             it must match that discriminator's own loss mode.
     """
 
     def __init__(
         self,
-        pixel_loss: torch.nn.Module | None = None,
-        pixel_weight: float = 100.0,
+        pixel_losses: Mapping[str, torch.nn.Module] | None = None,
+        pixel_weights: Mapping[str, float] | None = None,
         adversarial_weights: Mapping[str, float] | None = None,
         adversarial_modes: str | Mapping[str, str] = "bce",
     ) -> None:
-        if pixel_weight < 0:
-            raise ValueError(f"pixel_weight must be >= 0, got {pixel_weight}.")
-        weights = dict(adversarial_weights or {})
+        losses = dict(pixel_losses or {})
+        pweights = {k: float(v) for k, v in dict(pixel_weights or {}).items()}
+        if set(losses) != set(pweights):
+            raise ValueError(
+                f"pixel_weights must name exactly the terms of pixel_losses, got {sorted(pweights)} "
+                f"for {sorted(losses)}."
+            )
+        if any(w < 0 for w in pweights.values()):
+            raise ValueError(f"pixel_weights must be >= 0, got {pweights}.")
+        weights = {k: float(v) for k, v in dict(adversarial_weights or {}).items()}
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"adversarial_weights must be >= 0, got {weights}.")
         modes = adversarial_modes if isinstance(adversarial_modes, Mapping) else {}
@@ -184,29 +214,35 @@ class PairedGeneratorLoss(_Loss):
             if m not in ADVERSARIAL_MODES:
                 raise ValueError(f"adversarial_modes must be among {ADVERSARIAL_MODES}, got {m!r}.")
         super().__init__(reduction=LossReduction.MEAN.value)
-        self.pixel_loss = pixel_loss
-        self.pixel_weight = float(pixel_weight)
+        self.pixel_losses = torch.nn.ModuleDict(losses)
+        self.pixel_weights = pweights
         self.adversarial_weights = weights
         self._modes = dict(modes)
         self._default_mode = default_mode
         self.criteria = torch.nn.ModuleDict({m: AdversarialLoss(m) for m in ADVERSARIAL_MODES})
 
     def forward(  # type: ignore[override]
-        self, pred: torch.Tensor, target: torch.Tensor, fake_outputs: Mapping[str, torch.Tensor], batch: Mapping | None = None
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        fake_outputs: Mapping[str, torch.Tensor],
+        batch: Mapping | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
             pred: synthetic image G(x), shape (B, C, *spatial).
             target: real target y, same shape.
             fake_outputs: ``{name: D_name(G(x))}`` logits of every discriminator (gradients flow to G).
-            batch: the batch dict (unused here; part of the generator-loss protocol).
+            batch: the batch dict, passed to :class:`~common.losses.protocol.GeneratorTerm` pixel terms.
 
         Returns:
-            the weighted terms, ``{"g_pixel": ..., "g_adv_<name>": ...}``; the trainer sums them.
+            the weighted terms, ``{"g_<pixel term>": ..., "g_adv_<name>": ...}``; the trainer sums them.
         """
         terms: dict[str, torch.Tensor] = {}
-        if self.pixel_loss is not None and self.pixel_weight > 0:
-            terms["g_pixel"] = self.pixel_weight * self.pixel_loss(pred, target)
+        for name, term in self.pixel_losses.items():
+            weight = self.pixel_weights[name]
+            if weight > 0:
+                terms[f"g_{name}"] = weight * call_term(term, pred, target, fake_outputs, batch)
         for name, logits in fake_outputs.items():
             weight = self.adversarial_weights.get(name, 1.0)
             if weight == 0:

@@ -1,4 +1,4 @@
-"""Local (enhancement-mask) loss and the composite HR-FCN loss.
+"""Local (enhancement-mask) loss, slice-wise SSIM loss and the HR-FCN generator objective.
 
 Reference:
     Chen C., Raymond C., Speier W., et al. "Synthesizing MR Image Contrast Enhancement Using 3D
@@ -9,6 +9,12 @@ Reference:
 ``n`` slices of the slab and ``L_local = ||(f(X) − Y) ⊙ M||_1``, where ``M = 1`` where ``|Y − X_T1| > δ`` (a
 label-free mask of enhancing tissue: tumour, vessels) or a given tumour mask.
 
+The bundle builds Eq. (1) as ``common.losses.PairedGeneratorLoss(pixel_losses={"mae": L1Loss(), "ssim":
+SliceSSIMLoss(...), "local": LocalLossTerm(reference_key="t1")}, pixel_weights={...})``: the local term is a
+:class:`~common.losses.protocol.GeneratorTerm` that reads the pre-contrast T1 (or the mask) from the batch
+under the key given to its constructor, so the label holds the target only. :class:`HRFCNLoss` is the same
+objective built from the three weights in one call.
+
 Reductions: every term is first computed **per sample** (shape ``(B,)``); ``reduction="none"`` returns
 that vector, ``"sum"`` its sum over the batch and ``"mean"`` the batch mean (for the mask-normalised
 local loss, ``"mean"`` pools numerator and mask count over the batch, see :class:`LocalLoss`).  This is
@@ -17,15 +23,19 @@ the convention of :class:`monai.losses.SSIMLoss`, whose un-reduced output is als
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch.nn.modules.loss import _Loss
 
 from monai.losses import SSIMLoss
 from monai.utils import LossReduction
 
+from common.losses.adversarial import PairedGeneratorLoss
+from common.losses.protocol import GeneratorTerm
 from common.losses.utils import apply_reduction
 
-__all__ = ["HRFCNLoss", "LocalLoss"]
+__all__ = ["HRFCNLoss", "LocalLoss", "LocalLossTerm", "SliceSSIMLoss"]
 
 
 def _check_aux(name: str, aux: torch.Tensor, pred: torch.Tensor) -> None:
@@ -131,43 +141,139 @@ class LocalLoss(_Loss):
         return apply_reduction(masked / count.clamp_min(self.eps), self.reduction)
 
 
-class HRFCNLoss(_Loss):
-    """Composite loss of Chen et al. (IEEE TBME 2023), Eq. (1): ``λ1·L_MAE + λ2·L_SSIM + λ3·L_local``.
+class LocalLossTerm(GeneratorTerm):
+    """:class:`LocalLoss` as a generator term: the T1 reference or the mask is read from the batch.
 
-    - ``L_MAE = mean |f(X) − Y|``;
-    - ``L_SSIM = mean over 2D slices of (1 − SSIM)`` (:class:`monai.losses.SSIMLoss`, ``spatial_dims=2``):
-      a 3D tensor ``(B, C, H, W, D)`` is cut along ``slice_axis`` into ``B·D`` images; a 2D tensor
-      ``(B, C, H, W)`` is used directly.  Each slice must be at least ``ssim_win_size`` in both in-plane
-      sizes (a 3-slice slab with slice_axis=-1 is fine, a cube 16³ with the default window of 11 too);
-    - ``L_local``: :class:`LocalLoss`.
+    Exactly one of ``reference_key`` (``M = 1[|Y − batch[reference_key]| > δ]``, paper Sec. III-C) and
+    ``mask_key`` (``M = batch[mask_key]``, e.g. an expert tumour mask) is given. The batch entry must be
+    ``(B, 1 or C, *spatial)`` like ``pred`` (crop it together with ``image`` and ``label``); it is moved to
+    ``pred``'s device and dtype.
 
-    Paper schedule: stage 1 λ = (1, 1, 1); stage 2 λ = (0.1, 0.1, 10).  Terms with weight 0 are not computed.
+    Args:
+        reference_key: batch key of the pre-contrast T1 (threshold mask).
+        mask_key: batch key of the mask (used as given).
+        delta, normalization, eps, reduction: as in :class:`LocalLoss`.
+    """
 
-    Passing the T1 reference or the tumour mask through MONAI's ``SupervisedTrainer`` (which calls
-    ``loss_function(pred, label)``): pack the label as ``(B, C + 1, *spatial)`` with the target in the first
-    ``C`` channels and an auxiliary channel last, interpreted by ``mask_source``:
+    def __init__(
+        self,
+        reference_key: str | None = None,
+        mask_key: str | None = None,
+        delta: float = 0.1,
+        normalization: str = "voxels",
+        eps: float = 1e-6,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        if (reference_key is None) == (mask_key is None):
+            raise ValueError(f"give exactly one of reference_key and mask_key, got {reference_key!r}, {mask_key!r}.")
+        super().__init__(reduction=LossReduction(reduction).value)
+        self.reference_key = reference_key
+        self.mask_key = mask_key
+        self.local = LocalLoss(delta=delta, normalization=normalization, eps=eps, reduction=reduction)
 
-    - ``"threshold"``: the extra channel is the pre-contrast T1; ``M = 1[|Y − T1| > δ]``;
-    - ``"label"``: the extra channel is the mask itself (e.g. an expert tumour mask).
+    @property
+    def delta(self) -> float:
+        """Threshold δ of the enhancement mask."""
+        return self.local.delta
 
-    Explicit ``reference=`` / ``mask=`` keyword arguments are used as given (``mask`` first) and then the
-    label must hold only the target.  After each call the detached, reduced, un-weighted terms are in
-    :attr:`last_terms` (keys ``"mae"``, ``"ssim"``, ``"local"``) for logging.
+    @property
+    def key(self) -> str:
+        """The batch key this term reads."""
+        return str(self.reference_key if self.reference_key is not None else self.mask_key)
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        fake_outputs: Mapping[str, torch.Tensor] | None = None,
+        batch: Mapping | None = None,
+    ) -> torch.Tensor:
+        """``L_local`` of ``pred`` ``(B, C, *spatial)`` against ``target`` with the mask from ``batch[key]``."""
+        if batch is None or self.key not in batch:
+            available = sorted(map(str, batch)) if batch is not None else []
+            raise ValueError(f"the local loss reads {self.key!r} from the batch, but the batch has only {available}.")
+        aux = torch.as_tensor(batch[self.key]).to(device=pred.device, dtype=pred.dtype)
+        if self.reference_key is not None:
+            return self.local(pred, target, reference=aux)
+        return self.local(pred, target, mask=aux)
+
+
+class SliceSSIMLoss(_Loss):
+    """``L_SSIM = 1/n Σ_i (1 − SSIM(f(X)_i, Y_i))`` over the ``n`` 2D slices of a sample (paper Eq. 1).
+
+    A 3D tensor ``(B, C, H, W, D)`` is cut along ``slice_axis`` into ``B·S`` images for
+    :class:`monai.losses.SSIMLoss` (``spatial_dims=2``); a 2D tensor ``(B, C, H, W)`` is used directly. Each
+    slice must be at least ``win_size`` in both in-plane sizes (a ``(16, 16, 3)`` slab with ``slice_axis=-1``
+    is fine).
+
+    Args:
+        slice_axis: tensor axis of 5D inputs along which slices are taken (2, 3, 4 or -3, -2, -1; default -1
+            = D, the slab axis of ``(B, C, H, W, 3)``).
+        data_range: intensity range (1 for [0, 1]-normalised images).
+        win_size: SSIM window size (odd).
+        kernel_sigma: Gaussian sigma of the window.
+        kernel_type: ``"gaussian"`` or ``"uniform"``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-sample ``(B,)``).
+    """
+
+    def __init__(
+        self,
+        slice_axis: int = -1,
+        data_range: float = 1.0,
+        win_size: int = 11,
+        kernel_sigma: float = 1.5,
+        kernel_type: str = "gaussian",
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        if slice_axis not in (2, 3, 4, -1, -2, -3):
+            raise ValueError(f"slice_axis must be one of 2, 3, 4, -3, -2, -1, got {slice_axis}.")
+        if win_size < 1 or win_size % 2 == 0:
+            raise ValueError(f"win_size must be a positive odd int, got {win_size}.")
+        if data_range <= 0:
+            raise ValueError(f"data_range must be > 0, got {data_range}.")
+        super().__init__(reduction=LossReduction(reduction).value)
+        self.slice_axis = slice_axis % 5
+        self.win_size = win_size
+        self.ssim = SSIMLoss(
+            spatial_dims=2, data_range=data_range, kernel_type=kernel_type, win_size=win_size,
+            kernel_sigma=kernel_sigma, reduction="none",
+        )
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``1 − SSIM`` of ``pred`` vs ``target`` ``(B, C, H, W[, D])``, averaged over each sample's slices."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred and target shapes differ: {list(pred.shape)} vs {list(target.shape)}.")
+        batch = pred.shape[0]
+        if pred.dim() == 5:  # (B, C, H, W, D) -> (B * S, C, a, b), S slices along slice_axis
+            pred = pred.movedim(self.slice_axis, 1).flatten(0, 1)
+            target = target.movedim(self.slice_axis, 1).flatten(0, 1)
+        elif pred.dim() != 4:
+            raise ValueError(f"SliceSSIMLoss expects 2D (B, C, H, W) or 3D (B, C, H, W, D) tensors, got {pred.dim()}D.")
+        if min(pred.shape[2:]) < self.win_size:
+            raise ValueError(
+                f"SSIM slices have in-plane size {list(pred.shape[2:])} but need both sizes >= win_size "
+                f"= {self.win_size} (check slice_axis or lower win_size)."
+            )
+        return apply_reduction(self.ssim(pred, target).view(batch, -1).mean(1), self.reduction)
+
+
+class HRFCNLoss(PairedGeneratorLoss):
+    """Eq. (1) of Chen et al. in one call: ``{"g_mae": λ1·MAE, "g_ssim": λ2·L_SSIM, "g_local": λ3·L_local}``.
+
+    A :class:`~common.losses.adversarial.PairedGeneratorLoss` with the three pixel terms ``"mae"``
+    (:class:`torch.nn.L1Loss`), ``"ssim"`` (:class:`SliceSSIMLoss`) and ``"local"`` (:class:`LocalLossTerm`
+    reading ``aux_key`` from the batch); a weight of 0 drops its term. The bundle configs spell the same
+    objective out as a ``PairedGeneratorLoss``; this is a convenience for code.
 
     Args:
         lambda_mae: λ1.
         lambda_ssim: λ2.
         lambda_local: λ3.
-        delta: threshold δ of the local mask.
-        mask_source: ``"threshold"`` or ``"label"``, meaning of an extra label channel.
-        local_normalization: ``"voxels"`` or ``"mask"``, see :class:`LocalLoss`.
-        slice_axis: tensor axis of 5D inputs along which SSIM slices are taken (2, 3, 4 or -3, -2, -1;
-            default -1 = D, the slab axis of ``(B, C, H, W, 3)``).
-        data_range: intensity range for SSIM (1 for [0, 1]-normalised images).
-        ssim_win_size: SSIM window size.
-        ssim_kernel_sigma: Gaussian sigma of the SSIM window.
-        ssim_kernel_type: ``"gaussian"`` or ``"uniform"``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-sample ``(B,)``).
+        aux_key: batch key of the T1 reference (``mask_source="threshold"``) or of the mask (``"label"``).
+        mask_source: ``"threshold"`` or ``"label"``.
+        delta, local_normalization: of :class:`LocalLoss`.
+        slice_axis, data_range, ssim_win_size: of :class:`SliceSSIMLoss`.
     """
 
     def __init__(
@@ -175,125 +281,27 @@ class HRFCNLoss(_Loss):
         lambda_mae: float = 1.0,
         lambda_ssim: float = 1.0,
         lambda_local: float = 1.0,
-        delta: float = 0.1,
+        aux_key: str = "t1",
         mask_source: str = "threshold",
+        delta: float = 0.1,
         local_normalization: str = "voxels",
         slice_axis: int = -1,
         data_range: float = 1.0,
         ssim_win_size: int = 11,
-        ssim_kernel_sigma: float = 1.5,
-        ssim_kernel_type: str = "gaussian",
-        reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        for name, value in (("lambda_mae", lambda_mae), ("lambda_ssim", lambda_ssim), ("lambda_local", lambda_local)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
-        if lambda_mae + lambda_ssim + lambda_local == 0:
-            raise ValueError("at least one of lambda_mae, lambda_ssim, lambda_local must be > 0.")
         if mask_source not in ("threshold", "label"):
             raise ValueError(f"mask_source must be 'threshold' or 'label', got {mask_source!r}.")
-        if slice_axis not in (2, 3, 4, -1, -2, -3):
-            raise ValueError(f"slice_axis must be one of 2, 3, 4, -3, -2, -1, got {slice_axis}.")
-        if ssim_win_size < 1 or ssim_win_size % 2 == 0:
-            raise ValueError(f"ssim_win_size must be a positive odd int, got {ssim_win_size}.")
-        if data_range <= 0:
-            raise ValueError(f"data_range must be > 0, got {data_range}.")
-        super().__init__(reduction=LossReduction(reduction).value)
-        self.lambda_mae = float(lambda_mae)
-        self.lambda_ssim = float(lambda_ssim)
-        self.lambda_local = float(lambda_local)
-        self.mask_source = mask_source
-        self.slice_axis = slice_axis % 5
-        self.ssim_win_size = ssim_win_size
-        self.local = LocalLoss(delta=delta, normalization=local_normalization, reduction=reduction)
-        self.ssim = SSIMLoss(
-            spatial_dims=2,
-            data_range=data_range,
-            kernel_type=ssim_kernel_type,
-            win_size=ssim_win_size,
-            kernel_sigma=ssim_kernel_sigma,
-            reduction="none",
+        if lambda_mae + lambda_ssim + lambda_local == 0:
+            raise ValueError("at least one of lambda_mae, lambda_ssim, lambda_local must be > 0.")
+        local = LocalLossTerm(
+            **({"reference_key": aux_key} if mask_source == "threshold" else {"mask_key": aux_key}),
+            delta=delta, normalization=local_normalization,
         )
-        self.last_terms: dict[str, torch.Tensor] = {}
-
-    def _ssim_per_sample(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``1 − SSIM`` averaged over the 2D slices of each sample, shape ``(B,)``."""
-        batch = pred.shape[0]
-        if pred.dim() == 5:  # (B, C, H, W, D) -> (B * S, C, a, b), S slices along slice_axis
-            pred = pred.movedim(self.slice_axis, 1).flatten(0, 1)
-            target = target.movedim(self.slice_axis, 1).flatten(0, 1)
-        elif pred.dim() != 4:
-            raise ValueError(f"HRFCNLoss expects 2D (B, C, H, W) or 3D (B, C, H, W, D) tensors, got {pred.dim()}D.")
-        if min(pred.shape[2:]) < self.ssim_win_size:
-            raise ValueError(
-                f"SSIM slices have in-plane size {list(pred.shape[2:])} but need both sizes >= ssim_win_size "
-                f"= {self.ssim_win_size} (check slice_axis or lower ssim_win_size)."
-            )
-        return self.ssim(pred, target).view(batch, -1).mean(1)
-
-    def split_label(
-        self, pred: torch.Tensor, label: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Split a packed label ``(B, C[+1], *spatial)`` into (target, reference, mask) per ``mask_source``."""
-        n = pred.shape[1]
-        if label.shape[1] == n:
-            return label, None, None
-        if label.shape[1] == n + 1:
-            aux = label[:, n:]
-            return (label[:, :n], aux, None) if self.mask_source == "threshold" else (label[:, :n], None, aux)
-        raise ValueError(f"label must have {n} (target) or {n + 1} (target + auxiliary) channels, got {label.shape[1]}")
-
-    def compute_terms(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        reference: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Reduced, un-weighted terms ``{"mae", "ssim", "local"}`` (only those with a non-zero weight).
-
-        Args and label packing as in :meth:`forward`.
-        """
-        if reference is None and mask is None:
-            target, reference, mask = self.split_label(pred, target)
-        if pred.shape != target.shape:
-            raise ValueError(f"pred and target shapes differ: {list(pred.shape)} vs {list(target.shape)}.")
-        terms: dict[str, torch.Tensor] = {}
-        if self.lambda_mae > 0:
-            terms["mae"] = apply_reduction((pred - target).abs().flatten(1).mean(1), self.reduction)
-        if self.lambda_ssim > 0:
-            terms["ssim"] = apply_reduction(self._ssim_per_sample(pred, target), self.reduction)
-        if self.lambda_local > 0:
-            if reference is None and mask is None:
-                aux = "T1" if self.mask_source == "threshold" else "mask"
-                raise ValueError(
-                    "lambda_local > 0 needs the T1 reference or a mask: pass reference=/mask= or pack the label as "
-                    f"[target, {aux}] (mask_source={self.mask_source!r})."
-                )
-            terms["local"] = self.local(pred, target, reference=reference, mask=mask)
-        return terms
-
-    def forward(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        reference: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Weighted sum ``λ1·MAE + λ2·(1 − SSIM) + λ3·L_local``.
-
-        Args:
-            pred: prediction ``(B, C, H, W[, D])``.
-            target: ground truth ``(B, C, ...)``, or a packed label ``(B, C + 1, ...)`` whose last channel is the
-                T1 reference (``mask_source="threshold"``) or the mask (``"label"``) when no keyword is given.
-            reference: optional pre-contrast T1 ``(B, 1 or C, ...)``.
-            mask: optional local-loss mask ``(B, 1 or C, ...)``; used instead of thresholding when given.
-
-        Returns:
-            scalar (``"mean"``/``"sum"``) or per-sample ``(B,)`` (``"none"``).
-        """
-        terms = self.compute_terms(pred, target, reference, mask)
-        weights = {"mae": self.lambda_mae, "ssim": self.lambda_ssim, "local": self.lambda_local}
-        self.last_terms = {k: v.detach() for k, v in terms.items()}
-        total = sum(weights[k] * v for k, v in terms.items())
-        return total  # type: ignore[return-value]
+        super().__init__(
+            pixel_losses={
+                "mae": torch.nn.L1Loss(),
+                "ssim": SliceSSIMLoss(slice_axis=slice_axis, data_range=data_range, win_size=ssim_win_size),
+                "local": local,
+            },
+            pixel_weights={"mae": lambda_mae, "ssim": lambda_ssim, "local": lambda_local},
+        )

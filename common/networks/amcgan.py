@@ -20,6 +20,8 @@ from monai.networks.blocks import ADN, Convolution
 from monai.networks.layers.factories import Conv, split_args
 from monai.networks.layers.utils import get_act_layer
 
+from common.networks.utils import check_at_least, check_input_dims, check_spatial_dims
+
 __all__ = ["MultiScaleFeatureCapture", "FeatureAttention", "ResnetBlock", "ResnetEncoderDecoder", "AMCGANGenerator"]
 
 PADDING_MODES = ("reflect", "replicate", "zeros")
@@ -27,11 +29,8 @@ PADDING_MODES = ("reflect", "replicate", "zeros")
 
 def _check_args(spatial_dims: int, **positive: int) -> None:
     """Validate ``spatial_dims`` (2 or 3) and that every keyword argument is >= 1."""
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}.")
+    check_spatial_dims(spatial_dims)
+    check_at_least(1, **positive)
 
 
 def _uses_bias(norm: tuple | str | None) -> bool:
@@ -45,8 +44,7 @@ def _uses_bias(norm: tuple | str | None) -> bool:
 def _check_spatial_size(x: torch.Tensor, spatial_dims: int, multiple: int, min_size: int) -> None:
     """Raise ``ValueError`` unless ``x`` is (B, C, *spatial) with every spatial size a multiple of ``multiple``
     and at least ``min_size`` (TorchScript compatible)."""
-    if x.dim() != spatial_dims + 2:
-        raise ValueError(f"expected a {spatial_dims + 2}-D input (B, C, *spatial), got {x.dim()}-D.")
+    check_input_dims(x, spatial_dims)
     sizes = list(x.shape[2:])
     for s in sizes:
         if s % multiple != 0 or s < min_size:
@@ -191,8 +189,7 @@ class FeatureAttention(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() != self.spatial_dims + 2:
-            raise ValueError(f"expected a {self.spatial_dims + 2}-D input (B, C, *spatial), got {z.dim()}-D.")
+        check_input_dims(z, self.spatial_dims)
         flat = z.flatten(2)  # (B, C, N)
         energy = torch.bmm(flat, flat.transpose(1, 2))  # (B, C, C) = Z Z^T
         x_t = torch.softmax(energy, dim=-1)  # X^T (Eq. 1), rows sum to one

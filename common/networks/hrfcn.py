@@ -22,6 +22,8 @@ from torch import nn
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
 from monai.networks.layers.utils import get_act_layer
 
+from common.networks.utils import check_at_least, check_spatial_dims
+
 __all__ = ["BRANCH_NAMES", "FCNModule", "HRFCN"]
 
 BRANCH_NAMES: tuple[str, str, str] = ("full", "half", "quarter")
@@ -300,13 +302,8 @@ class HRFCN(nn.Module):
         output_act: str | tuple | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}.")
-        if stem_channels < 1:
-            raise ValueError(f"stem_channels must be >= 1, got {stem_channels}.")
+        check_spatial_dims(spatial_dims)
+        check_at_least(1, in_channels=in_channels, out_channels=out_channels, stem_channels=stem_channels)
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels}.")

@@ -1,4 +1,24 @@
-"""Conditional PatchGAN discriminator (pix2pix; the AMCGAN discriminator of Pan et al.).
+"""Conditional PatchGAN discriminator (pix2pix; the AMCGAN discriminator of Pan et al.), and why MONAI's is not used.
+
+MONAI 1.6.1's ``monai.networks.nets.PatchDiscriminator`` (``monai/networks/nets/patchgan_discriminator.py``,
+after pix2pixHD) is a different network with a different output:
+
+- ``forward`` returns the list of every layer's output with the logits last, not a logits tensor (the
+  trainer and :class:`~common.losses.adversarial.DiscriminatorLoss` take the tensor);
+- widths double at every layer without pix2pix's cap at ``8 * ndf``: ``num_layers_d=4`` (six convolutions,
+  strides 2, 2, 2, 2, 1, 1 as here) gives ``64, 128, 256, 512, 1024, 1`` instead of ``64, 128, 256, 512, 512, 1``;
+- the middle convolutions have ``bias=False`` whatever the norm (pix2pix keeps the bias before instance norm,
+  drops it before batch norm), the default norm is batch norm (the AMCGAN paper uses instance norm), the
+  last kernel defaults to ``kernel_size`` (``1`` in ``MultiScalePatchDiscriminator``), and the weights are
+  re-initialised with ``normal_init`` (N(0, 0.02), pix2pix's ``init_type='normal'``; this class keeps
+  PyTorch's default initialisation);
+- ``MultiScalePatchDiscriminator`` feeds the *same* full-resolution input to ``num_d`` discriminators of
+  ``num_layers_d * (i + 1)`` layers (deeper, not on pix2pixHD's average-pooled image pyramid) and returns
+  ``(logits list, feature lists)``; its ``minimum_size_im`` (256) is a construction-time check of a declared
+  size, the input itself is not checked.
+
+Swapping it in changes the discriminator's capacity, receptive field and patch-map size, hence the adversarial
+objective the generator is trained against.
 
 References:
     P. Isola, J.-Y. Zhu, T. Zhou, A. A. Efros, "Image-to-Image Translation with Conditional Adversarial

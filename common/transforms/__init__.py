@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .intensity import InverseReferenceIntensityScaled, ReferenceIntensityScaled
 from .meta import CASE_NAME, SetCaseNamed, case_name_formatter
+from .spatial import slice_divisor
 from .modality import ModalityIntensityScaled, SynthesizeModalityd, ZeroFillModalityd, present_keys
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "SynthesizeModalityd",
     "ZeroFillModalityd",
     "present_keys",
+    "slice_divisor",
 ]

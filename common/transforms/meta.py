@@ -1,13 +1,14 @@
 """Case naming, so inference writes ``<output_dir>/<case>/<case>_<suffix>.nii.gz``.
 
 Data sets such as the demo phantom or BraTS 2023 keep one folder per subject with modality-named files
-(``subject_003/t1.nii.gz``); naming outputs after the file stem would make every case ``t1``. The case name
-is the datalist's ``subject`` field when present, else the source file name without extension.
+(``subject_003/t1.nii.gz``); naming outputs after the file stem would make every case ``t1``. The names follow
+:func:`common.data.naming.assign_case_names`: the datalist's ``subject`` field when present, else the source
+file name without extension. Bundles call ``assign_case_names`` on the whole datalist in ``initialize`` so that
+every entry holds a unique ``subject`` before these transforms see it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -15,17 +16,11 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from common.data.naming import assign_case_names, case_stem
+
 __all__ = ["SetCaseNamed", "case_name_formatter", "CASE_NAME"]
 
 CASE_NAME = "case_name"
-
-
-def _stem(path: str) -> str:
-    name = os.path.basename(str(path))
-    for ext in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".tif"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return os.path.splitext(name)[0]
 
 
 class SetCaseNamed(MapTransform):
@@ -33,8 +28,9 @@ class SetCaseNamed(MapTransform):
 
     Args:
         keys: MetaTensors whose meta receives the name (e.g. the image that inference saves from).
-        name_key: datalist field holding the case name (``"subject"``); when absent the name is the stem of
-            the first key's source file.
+        name_key: datalist field holding the case name (``"subject"``, its last path component); when absent the
+            name is the stem of the key's source file, as :func:`~common.data.naming.assign_case_names` names a
+            single entry.
     """
 
     def __init__(self, keys: KeysCollection, name_key: str = "subject", allow_missing_keys: bool = False) -> None:
@@ -48,14 +44,13 @@ class SetCaseNamed(MapTransform):
             img = d[key]
             if not isinstance(img, MetaTensor):
                 continue
-            # MONAI's datalist loader turns a name that is also a folder of the dataset into a path
-            case = os.path.basename(os.path.normpath(str(name))) if name else _stem(img.meta.get("filename_or_obj", "case"))
-            img.meta[CASE_NAME] = case
+            entry = {self.name_key: name} if name else {"_source_file": img.meta.get("filename_or_obj") or "case"}
+            img.meta[CASE_NAME] = assign_case_names([entry], "_source_file", self.name_key)[0][self.name_key]
         return d
 
 
 def case_name_formatter(metadict: dict | None, saver: Any = None) -> dict:
     """``SaveImage(d)`` name formatter: ``{"subject": case_name}`` (falls back to the file stem)."""
     metadict = metadict or {}
-    case = metadict.get(CASE_NAME) or _stem(metadict.get("filename_or_obj", "case"))
+    case = metadict.get(CASE_NAME) or case_stem(metadict.get("filename_or_obj") or "case")
     return {"subject": str(case), "idx": None}

@@ -11,11 +11,13 @@ and IV-E) needs three things MONAI does not have in one transform:
 - :class:`SynthesizeModalityd`: an unavailable input synthesized by another network from the available
   ones, whole volume through an inferer (the paper's T1 -> T2 and T1 -> ADC cascade).
 
-:func:`present_keys` lists the keys to load when some are declared missing.
+:func:`present_keys` lists the keys to load when some are declared missing; :func:`unique_keys` and
+:func:`without_keys` build the key lists of the bundle configs (no comprehensions in config strings).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -27,9 +29,51 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple
 
-from .intensity import ReferenceIntensityScaled
+from .intensity import InverseReferenceIntensityScaled, ReferenceIntensityScaled
 
-__all__ = ["ModalityIntensityScaled", "ZeroFillModalityd", "SynthesizeModalityd", "present_keys"]
+__all__ = [
+    "ModalityIntensityScaled",
+    "ZeroFillModalityd",
+    "SynthesizeModalityd",
+    "StoredIntensityScaled",
+    "present_keys",
+    "unique_keys",
+    "without_keys",
+    "case_label",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def unique_keys(*groups: Sequence[str | None] | str | None) -> list[str]:
+    """The keys of ``groups`` in order, each once, without ``None`` or empty names.
+
+    Example: ``unique_keys(["t1", "t2"], ["t1", "t1ce", None])`` is ``["t1", "t2", "t1ce"]`` (a bundle's
+    ``brain_mask_key`` may be ``None``).
+    """
+    out: list[str] = []
+    for group in groups:
+        for key in ensure_tuple(group):
+            if key and str(key) not in out:
+                out.append(str(key))
+    return out
+
+
+def without_keys(keys: Sequence[str | None], exclude: Sequence[str | None] | str | None) -> list[str]:
+    """``unique_keys(keys)`` without the names in ``exclude`` (e.g. the keys to delete after concatenation)."""
+    drop = set(unique_keys(exclude))
+    return [k for k in unique_keys(keys) if k not in drop]
+
+
+def case_label(d: Mapping[Hashable, Any], keys: Sequence[str] = ()) -> str:
+    """Name of the case in log lines: ``d["subject"]``, else the file name of the first image of ``keys``."""
+    if d.get("subject") is not None:
+        return str(d["subject"])
+    for key in keys:
+        meta = getattr(d.get(key), "meta", None) or {}
+        if meta.get("filename_or_obj"):
+            return os.path.basename(str(meta["filename_or_obj"]))
+    return "?"
 
 
 def present_keys(keys: Sequence[str], missing_keys: Sequence[str] = (), required: Sequence[str] = ()) -> list[str]:
@@ -130,8 +174,9 @@ class ZeroFillModalityd(MapTransform):
 
     The image has the shape, dtype and metadata of the first available ``like_keys`` entry (a one-channel
     MetaTensor of the same grid).  Applied after intensity normalisation, zero is the normalised value of the
-    darkest brain voxel, the paper's "zero matrix".  A key already present is an error: a real image is never
-    silently replaced.
+    darkest brain voxel, the paper's "zero matrix".  A loaded image under a missing key is an error: a real
+    image is never silently replaced.  A file *path* still listed under that key (the datalist names the file,
+    the bundle declared it missing and so did not load it) is ignored with an INFO log line naming the case.
 
     Args:
         keys: the missing modalities (may be empty: the transform is then the identity).
@@ -155,8 +200,13 @@ class ZeroFillModalityd(MapTransform):
             return d
         like = _like(d, self.like_keys)
         for key in self.keys:
-            if key in d:
+            if isinstance(d.get(key), torch.Tensor):
                 raise ValueError(f"key {key!r} is declared missing but the data holds an image for it.")
+            if key in d:
+                logger.info(
+                    f"case {case_label(d, self.like_keys)}: {key!r} is declared missing; ignoring the listed file "
+                    f"{d[key]!r} and zero-filling it."
+                )
             fill = torch.full_like(torch.as_tensor(like)[:1], self.value, dtype=torch.float32)
             d[key] = MetaTensor(fill, meta=dict(like.meta)) if isinstance(like, MetaTensor) else fill
         return d
@@ -170,6 +220,9 @@ class SynthesizeModalityd(MapTransform):
     sources must be normalised as when the network was trained (the cascade of the paper, Sec. IV-E: T1 ->
     T2 and T1 -> ADC models produce missing inputs of the CE-T1 model).
 
+    With ``keep_present`` (default) a case whose data already holds a loaded image under ``key`` keeps it (a
+    real scan beats a synthetic one); an INFO log line names the case and says which was used.
+
     Args:
         keys: the one key to write (the synthesized modality).
         source_keys: network inputs, concatenated along channels in this order.
@@ -180,6 +233,7 @@ class SynthesizeModalityd(MapTransform):
         device: device of the network and its input.
         pad_divisor: pad the input at the end of each spatial dim to a multiple of these sizes before the
             inferer (networks with down-sampling), and crop the output back.
+        keep_present: use a loaded image already under ``key`` instead of synthesizing one.
     """
 
     def __init__(
@@ -191,8 +245,10 @@ class SynthesizeModalityd(MapTransform):
         weights: str | None = None,
         device: str | torch.device = "cpu",
         pad_divisor: Sequence[int] | int | None = None,
+        keep_present: bool = True,
     ) -> None:
         super().__init__(keys)
+        self.keep_present = bool(keep_present)
         if len(self.keys) != 1:
             raise ValueError(f"keys must name exactly one modality to synthesize, got {list(self.keys)}.")
         self.source_keys = [str(k) for k in ensure_tuple(source_keys)]
@@ -229,6 +285,12 @@ class SynthesizeModalityd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        key = self.keys[0]
+        if self.keep_present and isinstance(d.get(key), torch.Tensor):
+            logger.info(f"case {case_label(d, self.source_keys)}: {key!r} is present; using the real image.")
+            return d
+        name = case_label(d, self.source_keys)
+        logger.info(f"case {name}: {key!r} is absent; synthesizing it from {self.source_keys}.")
         absent = [k for k in self.source_keys if k not in d]
         if absent:
             raise KeyError(f"sources {absent} needed to synthesize {self.keys[0]!r} are missing from the data.")
@@ -240,4 +302,33 @@ class SynthesizeModalityd(MapTransform):
         out = torch.as_tensor(out)[0].detach().float().cpu()
         out = out[(slice(None),) + tuple(slice(0, s) for s in spatial)].contiguous()
         d[self.keys[0]] = MetaTensor(out, meta=dict(first.meta)) if isinstance(first, MetaTensor) else out
+        return d
+
+
+class StoredIntensityScaled(InverseReferenceIntensityScaled):
+    """Re-apply a stored :class:`~common.transforms.ReferenceIntensityScaled` map to ``keys``.
+
+    ``x' = (x - lo) / (hi - lo) * (b_max - b_min) + b_min`` with ``[lo, hi]`` read from ``stats_key``: the
+    inverse of :class:`~common.transforms.InverseReferenceIntensityScaled`. Evaluation uses it to report
+    metrics in the normalised space of the training (e.g. HR-FCN's T1-referenced [0, 1]) from images in the
+    target's units.
+
+    Args:
+        keys: images to map.
+        stats_key: where the forward transform stored ``[lo, hi]``.
+        b_min: as in the forward transform.
+        b_max: as in the forward transform.
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.stats_key not in d:
+            raise KeyError(
+                f"intensity statistics '{self.stats_key}' are missing: apply ReferenceIntensityScaled first."
+            )
+        stats = torch.as_tensor(d[self.stats_key]).reshape(-1)
+        lo, hi = float(stats[0]), float(stats[1])
+        for key in self.key_iterator(d):
+            d[key] = (d[key] - lo) / (hi - lo) * (self.b_max - self.b_min) + self.b_min
         return d

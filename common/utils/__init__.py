@@ -1,8 +1,16 @@
-"""Utilities: repository and bundle paths, figure grids."""
+"""Utilities: repository and bundle paths, figure grids, distributed ranks, user-facing errors."""
 
 from __future__ import annotations
 
+from .dist import is_rank_zero, rank, rank_zero_handlers, world_size
+from .errors import UserError
 from .figures import middle_slice, save_figure_grid, window_to_uint8
 from .paths import bundle_root, default_dataset_dir, repo_root
 
-__all__ = ["bundle_root", "default_dataset_dir", "repo_root", "middle_slice", "save_figure_grid", "window_to_uint8"]
+__all__ = [
+    "is_rank_zero",
+    "rank",
+    "rank_zero_handlers",
+    "world_size",
+    "UserError",
+    "bundle_root", "default_dataset_dir", "repo_root", "middle_slice", "save_figure_grid", "window_to_uint8"]

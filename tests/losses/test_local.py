@@ -1,4 +1,4 @@
-"""Tests for common.losses.local (local loss and composite loss of Chen et al., IEEE TBME 2023, Eq. 1)."""
+"""Tests for common.losses.local: local loss, slice SSIM, generator objective (Chen et al., IEEE TBME 2023, Eq. 1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from common.losses.local import HRFCNLoss, LocalLoss
+from common.losses.adversarial import PairedGeneratorLoss
+from common.losses.local import HRFCNLoss, LocalLoss, LocalLossTerm, SliceSSIMLoss
 
 
 def ssim_slices_oracle(pred: torch.Tensor, target: torch.Tensor, axis: int) -> float:
@@ -77,6 +78,20 @@ def test_one_channel_mask_broadcasts_over_channels():
         LocalLoss()(pred, target, mask=torch.zeros(1, 3, 4, 4))
 
 
+def _terms(loss, pred, target, batch) -> dict:
+    return {k: v for k, v in loss(pred, target, {}, batch).items()}
+
+
+def _config_loss(lam, delta=0.1, slice_axis=-1, key="t1", mask=False, win_size=11) -> PairedGeneratorLoss:
+    """Eq. (1) spelled out as in bundles/hrfcn_contrast_t1/configs/train.json."""
+    local = LocalLossTerm(**({"mask_key": key} if mask else {"reference_key": key}), delta=delta)
+    return PairedGeneratorLoss(
+        pixel_losses={"mae": torch.nn.L1Loss(), "ssim": SliceSSIMLoss(slice_axis=slice_axis, win_size=win_size),
+                      "local": local},
+        pixel_weights={"mae": lam[0], "ssim": lam[1], "local": lam[2]},
+    )
+
+
 @pytest.mark.parametrize(
     "shape,slice_axis",
     [((2, 1, 16, 16, 3), -1), ((1, 1, 12, 16, 14), 2), ((2, 1, 16, 16), -1)],
@@ -87,8 +102,10 @@ def test_composite_is_weighted_sum_of_parts(shape, slice_axis):
     pred = (target + 0.1 * torch.randn(shape)).clamp(0, 1)
     reference = (target - 0.3 * torch.rand(shape)).clamp(0, 1)
     lam = (0.1, 0.1, 10.0)
-    loss = HRFCNLoss(*lam, delta=0.1, slice_axis=slice_axis)
-    total = loss(pred, target, reference=reference)
+    terms = _terms(_config_loss(lam, slice_axis=slice_axis), pred, target, {"t1": reference})
+    convenience = _terms(HRFCNLoss(*lam, aux_key="t1", slice_axis=slice_axis), pred, target, {"t1": reference})
+    assert terms.keys() == convenience.keys() == {"g_mae", "g_ssim", "g_local"}
+    assert all(torch.equal(terms[k], convenience[k]) for k in terms)
 
     mae = torch.nn.functional.l1_loss(pred, target)
     if len(shape) == 5:
@@ -97,80 +114,101 @@ def test_composite_is_weighted_sum_of_parts(shape, slice_axis):
         ssim = ssim_slices_oracle(pred.unsqueeze(-1), target.unsqueeze(-1), 4)
     mask = ((target - reference).abs() > 0.1).float()
     local = ((pred - target).abs() * mask).mean()
-    assert loss.last_terms["mae"].item() == pytest.approx(mae.item(), rel=1e-5)
-    assert loss.last_terms["ssim"].item() == pytest.approx(ssim, rel=1e-3)
-    assert loss.last_terms["local"].item() == pytest.approx(local.item(), rel=1e-5)
+    assert terms["g_mae"].item() == pytest.approx(lam[0] * mae.item(), rel=1e-5)
+    assert terms["g_ssim"].item() == pytest.approx(lam[1] * ssim, rel=1e-3)
+    assert terms["g_local"].item() == pytest.approx(lam[2] * local.item(), rel=1e-5)
+    total = sum(terms.values())
     assert total.item() == pytest.approx(lam[0] * mae.item() + lam[1] * ssim + lam[2] * local.item(), rel=1e-4)
 
 
-def test_reductions_are_consistent():
+@pytest.mark.parametrize("spatial", [(16, 16, 3), (16, 16)])
+def test_reductions_are_consistent(spatial):
     torch.manual_seed(0)
-    pred, target, ref = torch.rand(3, 1, 16, 16, 3), torch.rand(3, 1, 16, 16, 3), torch.rand(3, 1, 16, 16, 3)
-    per_sample = HRFCNLoss(reduction="none")(pred, target, reference=ref)
-    assert per_sample.shape == (3,)
-    assert torch.isclose(HRFCNLoss(reduction="mean")(pred, target, reference=ref), per_sample.mean())
-    assert torch.isclose(HRFCNLoss(reduction="sum")(pred, target, reference=ref), per_sample.sum())
+    pred, target, ref = (torch.rand(3, 1, *spatial) for _ in range(3))
+    batch = {"t1": ref}
+    for make in (lambda r: SliceSSIMLoss(reduction=r), lambda r: LocalLossTerm(reference_key="t1", reduction=r)):
+        def call(loss):
+            if isinstance(loss, LocalLossTerm):
+                return loss(pred, target, fake_outputs={}, batch=batch)
+            return loss(pred, target)
+
+        per_sample = call(make("none"))
+        assert per_sample.shape == (3,)
+        assert torch.isclose(call(make("mean")), per_sample.mean())
+        assert torch.isclose(call(make("sum")), per_sample.sum())
 
 
 def test_perfect_prediction_and_gradients():
     torch.manual_seed(0)
     target, ref = torch.rand(2, 1, 16, 16, 3), torch.rand(2, 1, 16, 16, 3)
-    loss = HRFCNLoss(1.0, 1.0, 1.0)
-    assert loss(target.clone(), target, reference=ref).item() == pytest.approx(0.0, abs=1e-5)
+    loss = _config_loss((1.0, 1.0, 1.0))
+    assert sum(_terms(loss, target.clone(), target, {"t1": ref}).values()).item() == pytest.approx(0.0, abs=1e-5)
     pred = torch.rand(2, 1, 16, 16, 3, requires_grad=True)
-    value = loss(pred, target, reference=ref)
+    value = sum(_terms(loss, pred, target, {"t1": ref}).values())
     value.backward()
     assert value.item() > 0.1 and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("mask_source", ["threshold", "label"])
-def test_packed_label_for_supervised_trainer(mask_source):
+def test_local_term_reads_its_batch_key(mask_source):
+    """The T1 (threshold mask) or the mask itself comes from the batch key given to the constructor."""
     torch.manual_seed(0)
     pred, target, aux = torch.rand(2, 1, 16, 16, 3), torch.rand(2, 1, 16, 16, 3), torch.rand(2, 1, 16, 16, 3)
     if mask_source == "label":
         aux = (aux > 0.7).float()
-    loss = HRFCNLoss(1.0, 1.0, 10.0, mask_source=mask_source)
-    packed = loss(pred, torch.cat([target, aux], dim=1))
-    explicit = loss(pred, target, **({"reference": aux} if mask_source == "threshold" else {"mask": aux}))
-    assert torch.equal(packed, explicit)
-    if mask_source == "label":  # the mask really comes from the label, not a threshold of it
+    key = "t1" if mask_source == "threshold" else "tumor_mask"
+    term = LocalLossTerm(**({"reference_key": key} if mask_source == "threshold" else {"mask_key": key}))
+    batch = {key: aux.double(), "other": torch.zeros(1)}  # converted to pred's dtype
+    value = term(pred, target, fake_outputs={}, batch=batch)
+    explicit = LocalLoss()(pred, target, **({"reference": aux} if mask_source == "threshold" else {"mask": aux}))
+    assert torch.allclose(value, explicit) and term.key == key
+    if mask_source == "label":  # the mask really comes from the batch, not a threshold of it
         manual = ((pred - target).abs() * aux).mean()
-        assert torch.isclose(loss.last_terms["local"], manual)
+        assert torch.isclose(value, manual)
+    convenience = HRFCNLoss(0.0, 0.0, 10.0, aux_key=key, mask_source=mask_source)
+    assert torch.isclose(convenience(pred, target, {}, batch)["g_local"], 10.0 * explicit)
 
 
 def test_zero_weight_terms_are_skipped_and_local_needs_reference():
     pred, target = torch.rand(1, 1, 16, 16, 3), torch.rand(1, 1, 16, 16, 3)
-    loss = HRFCNLoss(1.0, 0.0, 0.0)
-    assert torch.isclose(loss(pred, target), (pred - target).abs().mean())
-    assert set(loss.last_terms) == {"mae"}
-    with pytest.raises(ValueError, match="reference or a mask"):
-        HRFCNLoss()(pred, target)
+    terms = HRFCNLoss(1.0, 0.0, 0.0)(pred, target, {}, {})  # no T1 in the batch: the local term is not computed
+    assert set(terms) == {"g_mae"} and torch.isclose(terms["g_mae"], (pred - target).abs().mean())
+    with pytest.raises(ValueError, match="'t1'.*\\['image'\\]"):
+        HRFCNLoss()(pred, target, {}, {"image": pred})
+    with pytest.raises(ValueError, match="'t1'"):
+        LocalLossTerm(reference_key="t1")(pred, target, fake_outputs={}, batch=None)
     with pytest.raises(ValueError, match="channels"):
-        HRFCNLoss()(pred, torch.rand(1, 3, 16, 16, 3))
+        LocalLossTerm(reference_key="t1")(pred, target, fake_outputs={}, batch={"t1": torch.rand(1, 3, 16, 16, 3)})
 
 
 def test_ssim_window_validation():
     pred = torch.rand(1, 1, 8, 8, 3)
-    with pytest.raises(ValueError, match=r"\[8, 8\].*ssim_win_size = 11"):
-        HRFCNLoss(1.0, 1.0, 0.0)(pred, pred)
+    with pytest.raises(ValueError, match=r"\[8, 8\].*win_size = 11"):
+        SliceSSIMLoss()(pred, pred)
     with pytest.raises(ValueError, match=r"\[8, 3\]"):  # slicing a slab along H leaves 8 x 3 images
-        HRFCNLoss(1.0, 1.0, 0.0, slice_axis=2, ssim_win_size=5)(pred, pred)
-    assert HRFCNLoss(1.0, 1.0, 0.0, ssim_win_size=7)(pred, pred).item() == pytest.approx(0.0, abs=1e-6)
+        SliceSSIMLoss(slice_axis=2, win_size=5)(pred, pred)
+    assert SliceSSIMLoss(win_size=7)(pred, pred).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="shapes differ"):
+        SliceSSIMLoss(win_size=7)(pred, torch.rand(1, 1, 8, 8, 4))
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "cls,kwargs",
     [
-        {"lambda_mae": -1.0},
-        {"lambda_mae": 0.0, "lambda_ssim": 0.0, "lambda_local": 0.0},
-        {"mask_source": "tumour"},
-        {"slice_axis": 1},
-        {"ssim_win_size": 4},
-        {"local_normalization": "brain"},
-        {"delta": -0.1},
-        {"reduction": "max"},
+        (HRFCNLoss, {"lambda_mae": -1.0}),
+        (HRFCNLoss, {"lambda_mae": 0.0, "lambda_ssim": 0.0, "lambda_local": 0.0}),
+        (HRFCNLoss, {"mask_source": "tumour"}),
+        (SliceSSIMLoss, {"slice_axis": 1}),
+        (SliceSSIMLoss, {"win_size": 4}),
+        (SliceSSIMLoss, {"data_range": 0.0}),
+        (SliceSSIMLoss, {"reduction": "max"}),
+        (LocalLossTerm, {"reference_key": "t1", "normalization": "brain"}),
+        (LocalLossTerm, {"reference_key": "t1", "delta": -0.1}),
+        (LocalLossTerm, {"reference_key": "t1", "reduction": "max"}),
+        (LocalLossTerm, {}),
+        (LocalLossTerm, {"reference_key": "t1", "mask_key": "tumor_mask"}),
     ],
 )
-def test_invalid_arguments(kwargs):
+def test_invalid_arguments(cls, kwargs):
     with pytest.raises(ValueError):
-        HRFCNLoss(**kwargs)
+        cls(**kwargs)

@@ -1,0 +1,189 @@
+"""The bundle contract as a test harness: one :class:`BundleSpec` entry per bundle, one set of generic tests.
+
+``tests/bundles/test_contract.py`` runs every test of the contract (``shared/specs/bundle_contract.md``
+sections 4-7 and the template-hardening rows) on every bundle registered in :data:`BUNDLES`: train, resume
+equals uninterrupted, evaluate equals inference, inference geometry (oblique LPS input), unique case names
+without a ``subject`` key, every override file builds and trains one iteration, every bad input of section
+6, refused training data, the non-finite guard, the training lock, ``check_properties`` of every config,
+``amp`` on CPU, and one command-line smoke run. A new bundle gets all of it by adding one entry here; its
+own ``test_<bundle>.py`` keeps only what is specific to its paper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = ["BUNDLES", "BundleSpec", "workflow", "run", "abs_case", "write_datalist", "error_in_chain"]
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What the generic contract tests need to know about one bundle.
+
+    Attributes:
+        name: the bundle folder under ``bundles/``.
+        tiny: overrides of top-level ids that shrink widths, patches, epochs and loaders for the tiny phantom
+            (applied to every workflow: train, evaluate and inference configs share their ids).
+        tiny_train: overrides applied to training and evaluation workflows only (e.g. inner ids of train.json).
+        source_keys: datalist keys the inference config reads (also what bad-input tests break).
+        target_key: the datalist key of the target image.
+        extra_infer_keys: other keys inference needs (e.g. a brain mask), copied as they are.
+        iterations: training iterations of one tiny epoch.
+        schedule: ``n -> overrides`` giving an ``n``-epoch schedule (``max_epochs`` and whatever sets it).
+        divergent: overrides that make training diverge within its first tiny epoch (learning rates).
+        infer_configs: the config files of plain inference.
+        eval_configs: the config files of evaluation (override files on train.json).
+        train_configs: the config files of training.
+        extra_overrides: override files besides ``configs/ablations/*.json`` that must build and train.
+        infer_overrides: config files checked with ``check_properties`` as inference workflows.
+        geometry: ``(shape, affine) -> (shape, affine)`` of the written output for an input grid (identity
+            for same-grid synthesis; the finer grid for super-resolution).
+        cli_smoke: whether this bundle's command-line train smoke test runs.
+        eval_target_mask: a mask key the bundle applies to its target before scoring (a skull-stripping
+            bundle scores against the skull-stripped target); None: the target file as it is.
+    """
+
+    name: str
+    tiny: dict
+    source_keys: tuple[str, ...]
+    target_key: str
+    tiny_train: dict = field(default_factory=dict)
+    extra_infer_keys: tuple[str, ...] = ()
+    iterations: int = 2
+    schedule: Callable[[int], dict] = field(default=lambda n: {"max_epochs": n})
+    divergent: dict = field(default_factory=lambda: {"learning_rate": 1e30})
+    infer_configs: tuple[str, ...] = ("inference.json",)
+    eval_configs: tuple[str, ...] = ("train.json", "evaluate.json")
+    train_configs: tuple[str, ...] = ("train.json",)
+    extra_overrides: tuple[str, ...] = ()
+    infer_overrides: tuple[str, ...] = ()
+    geometry: Callable[[tuple, np.ndarray], tuple[tuple, np.ndarray]] = field(default=lambda s, a: (tuple(s), a))
+    cli_smoke: bool = True
+    eval_target_mask: str | None = None
+
+    @property
+    def configs(self) -> Path:
+        return REPO / "bundles" / self.name / "configs"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+BUNDLES: list[BundleSpec] = [
+    BundleSpec(
+        name="amcgan_contrast_mri",
+        tiny={
+            "channels": 4,
+            "msfc_channels": 2,
+            "num_res_blocks": 1,
+            "d_channels": 4,
+            "d_num_layers": 4,  # a 4-layer PatchGAN takes the phantom's 32 x 40 slices (six layers need 48)
+            "n_epochs_constant": 1,
+            "n_epochs_decay": 0,
+            "slices_per_volume": 1,  # 3 training volumes x 1 slice, batch 2 -> 2 iterations per epoch
+            "num_workers": 0,
+            "sw_batch_size": 12,
+        },
+        source_keys=("t1",),
+        target_key="t1ce",
+        schedule=lambda n: {"n_epochs_constant": n, "n_epochs_decay": 0},
+        divergent={"learning_rate": 1e30, "d_learning_rate": 1e30},
+    ),
+    BundleSpec(
+        name="hrfcn_contrast_t1",
+        tiny={
+            "stem_width": 2,
+            "channels": [4, 4, 4],
+            "num_res_blocks": 1,
+            "patch_hw": [16, 16],
+            "batch_size": 1,
+            "num_samples": 2,
+            "cache_rate": 0.0,
+            "num_workers": 0,
+            "max_epochs": 1,
+            "sw_batch_size": 16,
+            "unet2d_channels": [4, 4, 4, 4, 4],
+            "unet3d_channels": [4, 4, 4, 4],
+        },
+        source_keys=("t1", "t2", "adc"),
+        iterations=3,  # 3 training volumes, batch 1 (two patches each)
+        eval_target_mask="brain_mask",
+        target_key="t1ce",
+        extra_infer_keys=("brain_mask",),
+        extra_overrides=("train_t1_to_t2.json", "train_t1_to_adc.json"),
+        infer_overrides=("inference_missing.json",),
+    ),
+]
+
+
+def workflow(spec: BundleSpec, files, root: Path, workflow_type: str = "train", **override) -> ConfigWorkflow:
+    """A ``ConfigWorkflow`` of ``spec``'s config ``files`` with tiny settings and outputs under ``root``."""
+    settings = dict(spec.tiny)
+    if workflow_type == "train":
+        settings.update(spec.tiny_train)
+    settings.update(bundle_root=str(root), ckpt_dir=str(root / "models"), output_dir=str(root / "eval"))
+    settings["log_dir"] = str(root / "logs")
+    settings.update(override)
+    settings = {k: v for k, v in settings.items() if v is not None}  # None: keep the config's own value
+    return ConfigWorkflow(
+        config_file=[str(spec.configs / f) for f in files],
+        meta_file=str(spec.configs / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **settings,
+    )
+
+
+def run(wf: ConfigWorkflow) -> ConfigWorkflow:
+    """initialize, run, finalize (finalize also runs when ``run`` raises, as the command line's exit would)."""
+    wf.initialize()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return wf
+
+
+def abs_case(root: str | Path, case: dict) -> dict:
+    """A datalist entry with every path made absolute against ``root``."""
+    return {k: (v if k == "subject" else os.path.join(str(root), v)) for k, v in case.items()}
+
+
+def write_datalist(path: Path, **splits) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(splits))
+    return path
+
+
+def error_in_chain(error: BaseException, cls: type) -> BaseException | None:
+    """The first exception of type ``cls`` in ``error``'s cause/context chain, or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, cls):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def save_like(reference: str, path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> str:
+    """Write ``data`` as NIfTI at ``path`` with ``reference``'s affine (or ``affine``); returns the path."""
+    ref = nib.load(reference)
+    nib.save(nib.Nifti1Image(np.asarray(data), ref.affine if affine is None else affine), str(path))
+    return str(path)
+
+
+def load(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
