@@ -110,7 +110,7 @@ def benchmark_inference(bundle: Path, overrides: list[str], dataset_dir: str | N
     net = parser.get_parsed_content("network_def").to(device).eval()
     inferer = parser.get_parsed_content("inferer")
     preprocessing = parser.get_parsed_content("preprocessing")
-    case = dict(parser.get_parsed_content("datalist_data" if "datalist_data" in parser else "dataset#data")[0])
+    case = dict(parser.get_parsed_content("datalist_data")[0])
     if volume:
         for key in parser.get_parsed_content("source_keys"):
             case[key] = volume
@@ -119,7 +119,8 @@ def benchmark_inference(bundle: Path, overrides: list[str], dataset_dir: str | N
     prep_s = time.perf_counter() - start
     image = item["image"].unsqueeze(0).to(device)
     # the network's own dimensionality: a SliceInferer runs a 2D network over a 3D volume
-    net_dims = 2 if getattr(inferer, "spatial_dim", None) is not None else min(max(image.ndim - 2, 2), 3)
+    inner = getattr(inferer, "inferer", inferer)  # through common.inferers.AutocastInferer
+    net_dims = 2 if getattr(inner, "spatial_dim", None) is not None else min(max(image.ndim - 2, 2), 3)
     results = {"volume_shape": list(image.shape[2:]), "preprocessing_s": prep_s}
     with torch.no_grad():
         flops = _count_flops(lambda: inferer(image, net))  # the same in fp32 and bf16: counted once
@@ -146,7 +147,7 @@ def benchmark_inference(bundle: Path, overrides: list[str], dataset_dir: str | N
     return results
 
 
-def _bare_gan_step(trainer, x: torch.Tensor, y: torch.Tensor) -> None:
+def _bare_gan_step(trainer, x: torch.Tensor, y: torch.Tensor, batch: dict) -> None:
     """The PairedGanTrainer's algorithm written as a plain PyTorch loop (no engine, no events, no checks)."""
     g = trainer.g_network
     y_hat = g(x)
@@ -162,7 +163,7 @@ def _bare_gan_step(trainer, x: torch.Tensor, y: torch.Tensor) -> None:
         p.requires_grad_(False)
     trainer.g_optimizer.zero_grad()
     fake = {n: s.network(s.inputs(x, y_hat)) for n, s in trainer.discriminators.items()}
-    sum(trainer.g_loss(y_hat, y, fake, None).values()).backward()
+    sum(trainer.g_loss(y_hat, y, fake, batch).values()).backward()
     trainer.g_optimizer.step()
     for p in frozen:
         p.requires_grad_(True)
@@ -203,17 +204,19 @@ def benchmark_training(bundle: Path, overrides: list[str], dataset_dir: str | No
     if isinstance(trainer, PairedGanTrainer):
         x = batch["image"].to(trainer.state.device)
         y = batch["label"].to(trainer.state.device)
-        _bare_gan_step(trainer, x, y)
+        _bare_gan_step(trainer, x, y, batch)
         engine_times, bare_times = [], []
         for _ in range(iterations):
             start = time.perf_counter()
             trainer._iteration(trainer, batch)
             engine_times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            _bare_gan_step(trainer, x, y)
+            _bare_gan_step(trainer, x, y, batch)
             bare_times.append(time.perf_counter() - start)
         engine_s, bare_s = min(engine_times), min(bare_times)  # minima: least disturbed by other processes
-        result.update({"engine_iteration_s": engine_s, "bare_loop_s": bare_s, "engine_overhead": engine_s / bare_s - 1.0})
+        result.update(
+            {"engine_iteration_s": engine_s, "bare_loop_s": bare_s, "engine_overhead": engine_s / bare_s - 1.0}
+        )
     result["peak_rss_mb_after_training"] = peak_rss_mb()
     return result
 
@@ -241,19 +244,30 @@ def main(argv: list[str] | None = None) -> int:
         out["training"] = benchmark_training(bundle, overrides, args.dataset_dir, args.iterations)
     out["peak_rss_mb"] = peak_rss_mb()
     inf = out["inference"]
-    print(f"bundle {args.bundle} ({'paper' if args.paper else 'demo'} configs, {out['threads']} threads), volume {inf['volume_shape']}")
+    print(
+        f"bundle {args.bundle} ({'paper' if args.paper else 'demo'} configs, {out['threads']} threads), "
+        f"volume {inf['volume_shape']}"
+    )
     for label in ("fp32", "bf16"):
         r = inf[label]
         print(
-            f"  inference {label}: {r['inference_s']:.3f} s/volume, forward {r['forward_s']:.3f} s in {r['forward_calls']} calls, "
+            f"  inference {label}: {r['inference_s']:.3f} s/volume, "
+            f"forward {r['forward_s']:.3f} s in {r['forward_calls']} calls, "
             f"pipeline overhead {100 * r['pipeline_overhead']:.1f} %, {r['gflop']:.1f} GFLOP, "
-            f"{r['achieved_gflops']:.1f} GFLOP/s vs conv peak {r['conv_peak_gflops']:.1f} -> efficiency {r['efficiency']:.2f}"
+            f"{r['achieved_gflops']:.1f} GFLOP/s vs conv peak {r['conv_peak_gflops']:.1f} "
+            f"-> efficiency {r['efficiency']:.2f}"
         )
     if "training" in out:
         t = out["training"]
-        line = f"  training: {t['train_steps_per_s']:.2f} steps/s ({t['train_step_s']:.3f} s/step, batch {t['batch_image_shape']})"
+        line = (
+            f"  training: {t['train_steps_per_s']:.2f} steps/s "
+            f"({t['train_step_s']:.3f} s/step, batch {t['batch_image_shape']})"
+        )
         if "engine_overhead" in t:
-            line += f", engine {t['engine_iteration_s']:.4f} s vs bare loop {t['bare_loop_s']:.4f} s -> overhead {100 * t['engine_overhead']:.1f} %"
+            line += (
+                f", engine {t['engine_iteration_s']:.4f} s vs bare loop {t['bare_loop_s']:.4f} s "
+                f"-> overhead {100 * t['engine_overhead']:.1f} %"
+            )
         print(line)
     print(f"  peak RSS {out['peak_rss_mb']:.0f} MB")
     if args.json:

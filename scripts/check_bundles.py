@@ -4,11 +4,11 @@ Usage:
     python scripts/check_bundles.py [bundle ...] [--schema PATH] [--override configs/demo.json]
 
 Checks, one line each per bundle: required files; the canonical config ids and the hardening wiring of
-``docs/bundle_conventions.md`` (pre-checks, lock, checkpoint dict, the collection's ``val_psnr``); the version is in the changelog; the metadata's
-package versions equal requirements.txt; ``verify_metadata`` against the Model Zoo schema (offline copy);
-``verify_net_in_out``; ``ckpt_export`` (from a temporary copy; a checkout without trained weights exports
-freshly initialised weights) and the exported TorchScript gives the eager output. Exit status 1 when any
-check fails.
+``docs/bundle_conventions.md`` (pre-checks, lock, checkpoint dict, the collection's ``val_psnr``); the version
+is in the changelog; the metadata's package versions equal requirements.txt; ``verify_metadata`` against the
+Model Zoo schema (offline copy); ``verify_net_in_out``; ``ckpt_export`` (from a temporary copy; a checkout
+without trained weights exports freshly initialised weights) and the exported TorchScript gives the eager output.
+Exit status 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -216,7 +216,9 @@ CHECKS: dict[str, Callable[..., str]] = {
 }
 
 
-def check_bundle(bundle: Path, schema: Path = DEFAULT_SCHEMA, overrides: Sequence[str] = ()) -> dict[str, tuple[bool, str]]:
+def check_bundle(
+    bundle: Path, schema: Path = DEFAULT_SCHEMA, overrides: Sequence[str] = ()
+) -> dict[str, tuple[bool, str]]:
     """Run every check on one bundle folder; ``{check: (passed, detail)}``."""
     results: dict[str, tuple[bool, str]] = {}
     for name, check in CHECKS.items():
@@ -233,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="*", help="bundle names (default: every folder in bundles/)")
     parser.add_argument("--schema", default=str(DEFAULT_SCHEMA), help="offline copy of the Model Zoo metadata schema")
-    parser.add_argument("--override", action="append", default=[], help="extra config relative to the bundle, e.g. configs/demo.json")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra config relative to the bundle, e.g. configs/demo.json"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     names = args.bundles or sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/metadata.json"))

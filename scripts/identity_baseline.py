@@ -61,7 +61,12 @@ def identity_metrics(
             if key in case:
                 mask = (_load(case[key]) > 0).float()
                 if mask.any():
-                    found.update({f"{m}_{name}": v for m, v in compute_regression_metrics(src, tgt, mask=mask, data_range=data_range).items()})
+                    found.update(
+                        {
+                            f"{m}_{name}": v
+                            for m, v in compute_regression_metrics(src, tgt, mask=mask, data_range=data_range).items()
+                        }
+                    )
         if tumor_slice_key and tumor_slice_key in case:
             mask = (_load(case[tumor_slice_key]) > 0).float()
             if mask.any():
@@ -89,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         pass
     cases = load_datalist(str(Path(args.dataset_dir) / "datalist.json"), args.split)
     stats = identity_metrics(
-        cases, args.source_key, args.target_key, data_range, {"brain": "brain_mask", "tumor": "tumor_mask"},
-        args.scale_percentile, args.scale_mask_key,
+        cases,
+        args.source_key,
+        args.target_key,
+        data_range,
+        {"brain": "brain_mask", "tumor": "tumor_mask"},
+        args.scale_percentile,
+        args.scale_mask_key,
     )
     print(f"identity baseline: {args.source_key} scored as {args.target_key} on {len(cases)} '{args.split}' cases")
     for k, s in stats.items():

@@ -62,19 +62,35 @@ def main(
         ("shape", shape, lambda v: isinstance(v, int) and v >= 8, 'three integers >= 8, e.g. "[96,112,96]"'),
         ("spacing", spacing, lambda v: isinstance(v, (int, float)) and v > 0, 'three positive numbers, e.g. "[1,1,1]"'),
     ):
-        if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 3 or not all(
-                ok(v) and not isinstance(v, bool) for v in value):
+        if (
+            isinstance(value, str)
+            or not isinstance(value, Sequence)
+            or len(value) != 3
+            or not all(ok(v) and not isinstance(v, bool) for v in value)
+        ):
             raise ValueError(f"{name} must be {what}; got {value!r}.")
-    logger.info("Generating %d phantom subject(s), shape %s, spacing %s mm, seed %d, into %s",
-                num_subjects, shape, spacing, seed, output_dir)
+    logger.info(
+        "Generating %d phantom subject(s), shape %s, spacing %s mm, seed %d, into %s",
+        num_subjects,
+        shape,
+        spacing,
+        seed,
+        output_dir,
+    )
     start = time.perf_counter()
     path = generate_dataset(output_dir, num_subjects, shape, spacing, seed)
     elapsed = time.perf_counter() - start
     counts = {name: len(rows) for name, rows in json.loads(path.read_text()).items() if name in SPLITS}
-    logger.info("Wrote %d subject(s) in %.1f s (%s)", num_subjects, elapsed,
-                ", ".join(f"{name}: {n}" for name, n in counts.items()))
-    print(f"{num_subjects} phantom subjects ({' / '.join(f'{n} {name}' for name, n in counts.items())}) "
-          f"written in {elapsed:.1f} s; datalist: {path}")
+    logger.info(
+        "Wrote %d subject(s) in %.1f s (%s)",
+        num_subjects,
+        elapsed,
+        ", ".join(f"{name}: {n}" for name, n in counts.items()),
+    )
+    print(
+        f"{num_subjects} phantom subjects ({' / '.join(f'{n} {name}' for name, n in counts.items())}) "
+        f"written in {elapsed:.1f} s; datalist: {path}"
+    )
     return path
 
 

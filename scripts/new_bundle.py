@@ -25,8 +25,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).resolve().parent / "bundle_template"
 PLACEHOLDER = "__NAME__"
-DISCRIMINATOR_IDS = ("dnetwork_def", "dnetwork", "d_optimizer", "d_loss", "d_channels", "d_num_layers", "d_norm",
-                     "d_learning_rate", "lambda_adv", "gan_mode")  # fmt: skip
+DISCRIMINATOR_IDS = (
+    "dnetwork_def",
+    "dnetwork",
+    "d_optimizer",
+    "d_loss",
+    "d_channels",
+    "d_num_layers",
+    "d_norm",
+    "d_learning_rate",
+    "lambda_adv",
+    "gan_mode",
+)
 
 __all__ = ["new_bundle", "main"]
 

@@ -45,8 +45,16 @@ def main(
         SystemExit: non-zero when the root does not exist, an argument is invalid or no subject is usable.
     """
     run_prepare(
-        "prepare_brats", prepare_brats, str(root), output=output, require=require, fractions=fractions, seed=seed,
-        affine_tol=affine_tol, same_grid=same_grid, write=not dry_run,
+        "prepare_brats",
+        prepare_brats,
+        str(root),
+        output=output,
+        require=require,
+        fractions=fractions,
+        seed=seed,
+        affine_tol=affine_tol,
+        same_grid=same_grid,
+        write=not dry_run,
     )
 
 

@@ -48,8 +48,16 @@ def main(
     if not roots:
         raise SystemExit("prepare_ixi: error: give at least one folder holding IXI files.")
     run_prepare(
-        "prepare_ixi", prepare_ixi, [str(r) for r in roots], output=output, require=require, fractions=fractions,
-        seed=seed, affine_tol=affine_tol, same_grid=same_grid, write=not dry_run,
+        "prepare_ixi",
+        prepare_ixi,
+        [str(r) for r in roots],
+        output=output,
+        require=require,
+        fractions=fractions,
+        seed=seed,
+        affine_tol=affine_tol,
+        same_grid=same_grid,
+        write=not dry_run,
     )
 
 

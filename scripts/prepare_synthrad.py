@@ -49,8 +49,17 @@ def main(
             no subject is usable.
     """
     run_prepare(
-        "prepare_synthrad", prepare_synthrad, str(root), output=output, require=require, fractions=fractions,
-        seed=seed, affine_tol=affine_tol, same_grid=same_grid, regions=regions, write=not dry_run,
+        "prepare_synthrad",
+        prepare_synthrad,
+        str(root),
+        output=output,
+        require=require,
+        fractions=fractions,
+        seed=seed,
+        affine_tol=affine_tol,
+        same_grid=same_grid,
+        regions=regions,
+        write=not dry_run,
     )
 
 

@@ -39,9 +39,11 @@ def ensure_data(data_dir: Path, num_subjects: int, shape: list[int], seed: int, 
     datalist = data_dir / "datalist.json"
     if datalist.is_file() and not regenerate:
         meta = json.loads(datalist.read_text())
-        if meta.get("shape") == list(shape) and meta.get("seed") == seed and meta.get("numTraining", 0) + meta.get(
-            "numValidation", 0
-        ) + meta.get("numTest", 0) == num_subjects:
+        if (
+            meta.get("shape") == list(shape)
+            and meta.get("seed") == seed
+            and meta.get("numTraining", 0) + meta.get("numValidation", 0) + meta.get("numTest", 0) == num_subjects
+        ):
             log.info("demo data present at %s", data_dir)
             return datalist, 0.0
     start = time.perf_counter()
@@ -122,9 +124,17 @@ def run_bundle(bundle: Path, data_dir: Path, out: Path) -> dict:
     run_dir = out / bundle.name
     common = {"dataset_dir": str(data_dir), "bundle_root": str(bundle), "ckpt_dir": str(run_dir / "models")}
     timings = {
-        "train": _workflow(bundle, ["train.json", "demo.json"], {**common, "output_dir": str(run_dir / "train"), "log_dir": str(run_dir / "logs")}),
-        "evaluate": _workflow(bundle, ["train.json", "demo.json", "evaluate.json"], {**common, "output_dir": str(run_dir / "eval")}),
-        "infer": _workflow(bundle, ["inference.json", "demo.json"], {**common, "output_dir": str(run_dir / "inference")}),
+        "train": _workflow(
+            bundle,
+            ["train.json", "demo.json"],
+            {**common, "output_dir": str(run_dir / "train"), "log_dir": str(run_dir / "logs")},
+        ),
+        "evaluate": _workflow(
+            bundle, ["train.json", "demo.json", "evaluate.json"], {**common, "output_dir": str(run_dir / "eval")}
+        ),
+        "infer": _workflow(
+            bundle, ["inference.json", "demo.json"], {**common, "output_dir": str(run_dir / "inference")}
+        ),
     }
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     return {"timings": timings, "summary": summary, "run_dir": run_dir}
@@ -143,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_dir", default=str(REPO / "data" / "demo"))
     ap.add_argument("--out", default=str(REPO / "runs" / "demo"))
-    ap.add_argument("--bundles", nargs="*", default=None, help="bundle names (default: every bundle with configs/demo.json; none given: data only)")
+    ap.add_argument(
+        "--bundles",
+        nargs="*",
+        default=None,
+        help="bundle names (default: every bundle with configs/demo.json; none given: data only)",
+    )
     ap.add_argument("--num_subjects", type=int, default=12)
     ap.add_argument("--shape", default="96,112,96")
     ap.add_argument("--seed", type=int, default=0)
@@ -158,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     report = ["# Demo report", "", "## Demo data (physics phantom)", ""]
     report.append(f"Generated in {gen_s:.1f} s." if gen_s else "Reused the existing data.")
     report += ["", data_summary(datalist, out)]
-    names = args.bundles if args.bundles is not None else sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/demo.json"))
+    names = (
+        args.bundles
+        if args.bundles is not None
+        else sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/demo.json"))
+    )
     failures = 0
     if not names:
         report += ["## Bundles", "", "No bundle is present yet: only the data was generated and summarised.", ""]

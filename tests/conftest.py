@@ -19,5 +19,7 @@ def tiny_phantom(tmp_path_factory) -> str:
     from common.data.phantom import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny_phantom")
-    generate_dataset(root, num_subjects=6, shape=(32, 40, 24), spacing=(1.0, 1.0, 1.0), seed=0, fractions=(0.5, 0.17, 0.33))
+    generate_dataset(
+        root, num_subjects=6, shape=(32, 40, 24), spacing=(1.0, 1.0, 1.0), seed=0, fractions=(0.5, 0.17, 0.33)
+    )
     return str(root)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .datalist import SPLITS, split_subjects, write_datalist
 from .naming import assign_case_names, case_stem
-from .phantom import IMAGE_KEYS, MASK_KEYS, TISSUE_LABELS, TUMOR_LABELS, generate_dataset, generate_subject, write_subject
+from .phantom import (
+    IMAGE_KEYS,
+    MASK_KEYS,
+    TISSUE_LABELS,
+    TUMOR_LABELS,
+    generate_dataset,
+    generate_subject,
+    write_subject,
+)
 from .prepare import BRATS_KEYS, IXI_KEYS, SYNTHRAD_KEYS, PrepareReport, prepare_brats, prepare_ixi, prepare_synthrad
 from .repeat import repeat_dataset
 from .sampling import SliceWeightMapd, slice_lesion_indicator

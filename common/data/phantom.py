@@ -37,13 +37,42 @@ from scipy.spatial.transform import Rotation
 
 from common.data.datalist import split_subjects, write_datalist
 
-__all__ = ["TissueParams", "TISSUE_PARAMETERS", "TISSUE_LABELS", "TUMOR_LABELS", "MRSequences", "DEFAULT_SEQUENCES",
-           "GD_RELAXIVITY", "IMAGE_KEYS", "MASK_KEYS", "PhantomSubject", "subject_seed", "generate_subject",
-           "write_subject", "generate_dataset"]
+__all__ = [
+    "TissueParams",
+    "TISSUE_PARAMETERS",
+    "TISSUE_LABELS",
+    "TUMOR_LABELS",
+    "MRSequences",
+    "DEFAULT_SEQUENCES",
+    "GD_RELAXIVITY",
+    "IMAGE_KEYS",
+    "MASK_KEYS",
+    "PhantomSubject",
+    "subject_seed",
+    "generate_subject",
+    "write_subject",
+    "generate_dataset",
+]
 
 BACKGROUND, CSF, GM, WM, DEEP_GM, VESSEL, BONE, FAT, SKIN, NECROSIS, EDEMA, ENHANCING = range(12)
-TISSUE_LABELS = dict(enumerate(("background", "csf", "grey_matter", "white_matter", "deep_grey_matter", "vessel",
-                                 "bone", "fat", "skin_muscle", "necrotic_core", "edema", "enhancing_tumor")))
+TISSUE_LABELS = dict(
+    enumerate(
+        (
+            "background",
+            "csf",
+            "grey_matter",
+            "white_matter",
+            "deep_grey_matter",
+            "vessel",
+            "bone",
+            "fat",
+            "skin_muscle",
+            "necrotic_core",
+            "edema",
+            "enhancing_tumor",
+        )
+    )
+)
 TUMOR_LABELS = {1: "necrotic_core", 2: "edema", 3: "enhancing_rim"}
 IMAGE_KEYS = ("t1", "t2", "flair", "adc", "t1ce", "ct")
 MASK_KEYS = ("brain_mask", "tumor_mask", "labels")
@@ -90,8 +119,9 @@ class MRSequences:
         return pd * (1 - np.exp(-self.t2_tr / t1)) * np.exp(-self.t2_te / t2)
 
     def flair(self, pd: ArrayLike, t1: ArrayLike, t2: ArrayLike) -> np.ndarray:
-        return pd * np.abs(1 - 2 * np.exp(-self.flair_ti / t1) + np.exp(-self.flair_tr / t1)) * np.exp(
-            -self.flair_te / t2)
+        return (
+            pd * np.abs(1 - 2 * np.exp(-self.flair_ti / t1) + np.exp(-self.flair_tr / t1)) * np.exp(-self.flair_te / t2)
+        )
 
 
 DEFAULT_SEQUENCES = MRSequences()
@@ -107,10 +137,16 @@ def subject_seed(base_seed: int, index: int) -> int:
 
 
 def _check_geometry(shape, spacing) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    for name, v, ok, what in (("shape", shape, lambda s: int(s) == s and s >= 8, "three integers >= 8"),
-                              ("spacing", spacing, lambda s: s > 0, "three positive numbers (mm)")):
-        if isinstance(v, str) or not isinstance(v, Sequence) or len(v) != 3 or not all(
-                isinstance(s, (int, float, np.number)) and not isinstance(s, bool) and ok(s) for s in v):
+    for name, v, ok, what in (
+        ("shape", shape, lambda s: int(s) == s and s >= 8, "three integers >= 8"),
+        ("spacing", spacing, lambda s: s > 0, "three positive numbers (mm)"),
+    ):
+        if (
+            isinstance(v, str)
+            or not isinstance(v, Sequence)
+            or len(v) != 3
+            or not all(isinstance(s, (int, float, np.number)) and not isinstance(s, bool) and ok(s) for s in v)
+        ):
             raise ValueError(f"{name} must be {what}, got {v!r}.")
     return tuple(int(s) for s in shape), tuple(float(s) for s in spacing)
 
@@ -142,8 +178,10 @@ def _ellipsoid_sd(x, y, z, center, semi, scale=1.0):
 
 def _box(axes, center, radius):
     """Voxel slices covering ``center +- radius`` (mm) and their broadcastable (X,1,1), (1,Y,1), (1,1,Z) mm axes."""
-    box = tuple(slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right")))
-                for a, c, r in zip(axes, center, radius))
+    box = tuple(
+        slice(int(np.searchsorted(a, c - r)), int(np.searchsorted(a, c + r, side="right")))
+        for a, c, r in zip(axes, center, radius)
+    )
     return box, [a[s].reshape([-1 if i == j else 1 for j in range(3)]) for i, (a, s) in enumerate(zip(axes, box))]
 
 
@@ -168,11 +206,11 @@ def _head_and_cortex(rng, axes, spacing, h):
     h_fat, h_bone, h_ic, h_hull = (np.minimum(_ramp(b - depth, h), h_head) for b in (layers[0], *bounds))
     a_ic, a_b, db = a_head - layers[:3].sum(), a_head - layers.sum(), depth - bounds[2]
     fold = field(6.0)  # sulci: the pial surface dips along the zero set of a random field (u: distance to it)
-    u = fold / np.maximum(np.sqrt(sum(g ** 2 for g in np.gradient(fold, *spacing))), 1e-3)
+    u = fold / np.maximum(np.sqrt(sum(g**2 for g in np.gradient(fold, *spacing))), 1e-3)
     phi = db - min(7.0, 0.22 * a_b.min()) * np.exp(-((u / 0.8) ** 2))
     core = _ellipsoid_sd(x, y, z, hc + (0, -0.05 * a_b[1], -0.25 * a_b[2]), (a_b[0], 0.55 * a_b[1], 0.65 * a_b[2]))
     phi = np.minimum(phi, np.maximum(np.abs(x - hc[0]) - 0.75, -core))  # interhemispheric fissure above the core
-    phi = phi / np.maximum(np.sqrt(sum(g ** 2 for g in np.gradient(phi, *spacing))), 0.5)
+    phi = phi / np.maximum(np.sqrt(sum(g**2 for g in np.gradient(phi, *spacing))), 0.5)
     h_gm = np.minimum(_ramp(-phi, h), h_ic)
     h_wm = np.minimum(_ramp(min(2.5, 0.1 * a_b.min()) - phi, h), h_gm)
     frac = np.stack([1 - h_head, h_ic - h_gm, h_gm - h_wm, h_wm, *[np.zeros_like(h_wm)] * 8])
@@ -214,8 +252,11 @@ def _anatomy(rng, shape, spacing, num_tumors: tuple[int, int]):
     place = lambda rel: hc + a_b * (np.asarray(rel) + rng.normal(0, 0.015, 3))  # noqa: E731
     vent = float(np.exp(rng.normal(0, 0.2)))  # ventricle size varies between subjects
     for side in (-1, 1):  # thalamus, lentiform nucleus, caudate head, lateral ventricle
-        for rel_c, rel_a in (((0.12, -0.14, -0.04), (0.12, 0.18, 0.16)), ((0.33, 0.08, -0.04), (0.09, 0.20, 0.16)),
-                             ((0.18, 0.24, 0.12), (0.08, 0.12, 0.12))):
+        for rel_c, rel_a in (
+            ((0.12, -0.14, -0.04), (0.12, 0.18, 0.16)),
+            ((0.33, 0.08, -0.04), (0.09, 0.20, 0.16)),
+            ((0.18, 0.24, 0.12), (0.08, 0.12, 0.12)),
+        ):
             _ellipsoid(frac, axes, h, DEEP_GM, place((side * rel_c[0], *rel_c[1:])), a_b * rel_a, hull)
         _ellipsoid(frac, axes, h, CSF, place((side * 0.13, 0, 0.14)), a_b * (0.1 * vent, 0.4, 0.14 * vent), hull, 1.0)
     _ellipsoid(frac, axes, h, CSF, place((0.0, -0.05, -0.05)), a_b * (0.02 * vent, 0.18, 0.13), hull)
@@ -223,8 +264,12 @@ def _anatomy(rng, shape, spacing, num_tumors: tuple[int, int]):
     tubes = [(hc + np.stack([0 * th, a_sinus[1] * np.cos(th), a_sinus[2] * np.sin(th)], 1), 1.6)]
     for _ in range(rng.integers(2, 5)):
         s, n = rng.choice([-1.0, 1.0]), rng.normal(0, 1, 5)
-        rel = [(0.1 * s, 0.1, -0.45), (0.45 * s, 0.05 + 0.1 * n[0], -0.25 + 0.1 * n[1]),
-               (0.72 * s, 0.25 * n[2], 0.05 + 0.15 * n[3]), (0.55 * s, 0.35 * n[4], 0.5)]
+        rel = [
+            (0.1 * s, 0.1, -0.45),
+            (0.45 * s, 0.05 + 0.1 * n[0], -0.25 + 0.1 * n[1]),
+            (0.72 * s, 0.25 * n[2], 0.05 + 0.15 * n[3]),
+            (0.55 * s, 0.35 * n[4], 0.5),
+        ]
         tubes.append((hc + a_b * np.asarray(rel), rng.uniform(0.6, 1.1)))
     for ctrl, radius in tubes:  # tube around the cubic spline through the control points
         pts = CubicSpline(np.linspace(0, 1, len(ctrl)), ctrl)(np.linspace(0, 1, 400 * len(ctrl)))
@@ -271,11 +316,21 @@ def _mix_signals(frac, params, tex, gd_het, seq: MRSequences, relaxivity: float)
 
 
 def generate_subject(
-    shape: Sequence[int] = (96, 112, 96), spacing: Sequence[float] = (1.0, 1.0, 1.0), seed: int = 0, *,
-    num_tumors: int | Sequence[int] = (0, 3), noise_level: float = 0.03, ct_noise_hu: float = 5.0,
-    bias_strength: float = 0.12, intensity_jitter: float = 0.1, param_jitter: float = 0.03,
-    texture_strength: float = 0.03, misregistration_mm: float = 0.0, misregistration_deg: float = 0.0,
-    sequences: MRSequences = DEFAULT_SEQUENCES, relaxivity: float = GD_RELAXIVITY,
+    shape: Sequence[int] = (96, 112, 96),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    seed: int = 0,
+    *,
+    num_tumors: int | Sequence[int] = (0, 3),
+    noise_level: float = 0.03,
+    ct_noise_hu: float = 5.0,
+    bias_strength: float = 0.12,
+    intensity_jitter: float = 0.1,
+    param_jitter: float = 0.03,
+    texture_strength: float = 0.03,
+    misregistration_mm: float = 0.0,
+    misregistration_deg: float = 0.0,
+    sequences: MRSequences = DEFAULT_SEQUENCES,
+    relaxivity: float = GD_RELAXIVITY,
 ) -> PhantomSubject:
     """Generate one phantom subject.
 
@@ -300,8 +355,17 @@ def generate_subject(
     lo, hi = (num_tumors, num_tumors) if np.isscalar(num_tumors) else tuple(num_tumors)
     if not 0 <= int(lo) <= int(hi):
         raise ValueError(f"num_tumors must be a count >= 0 or a range (min, max), 0 <= min <= max; got {num_tumors}.")
-    for name in ("noise_level", "ct_noise_hu", "bias_strength", "intensity_jitter", "param_jitter", "texture_strength",
-                 "misregistration_mm", "misregistration_deg", "relaxivity"):
+    for name in (
+        "noise_level",
+        "ct_noise_hu",
+        "bias_strength",
+        "intensity_jitter",
+        "param_jitter",
+        "texture_strength",
+        "misregistration_mm",
+        "misregistration_deg",
+        "relaxivity",
+    ):
         if not float(locals()[name]) >= 0:
             raise ValueError(f"{name} must be >= 0, got {locals()[name]}.")
     rng_anat, rng_par, rng_acq, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
@@ -315,8 +379,11 @@ def generate_subject(
     acc, gd = _mix_signals(frac, params, tex, gd_het, sequences, relaxivity)
 
     wm = params[WM]  # acquisition: gain and bias per MR series (shared by t1 / t1ce), optional motion, noise
-    wm_ref = {"t1": sequences.t1w(wm.pd, wm.t1, wm.t2s), "t2": sequences.t2w(wm.pd, wm.t1, wm.t2),
-              "flair": sequences.flair(wm.pd, wm.t1, wm.t2)}
+    wm_ref = {
+        "t1": sequences.t1w(wm.pd, wm.t1, wm.t2s),
+        "t2": sequences.t2w(wm.pd, wm.t1, wm.t2),
+        "flair": sequences.flair(wm.pd, wm.t1, wm.t2),
+    }
     images, gains, sigmas = {"adc": acc["adc"].reshape(shape), "ct": acc["ct"].reshape(shape)}, {}, {}
     for key in ("t1", "t2", "flair"):
         gain = float(1000.0 / wm_ref[key] * np.exp(rng_acq.normal(0.0, intensity_jitter)))
@@ -331,7 +398,7 @@ def generate_subject(
     if noise_level > 0:
         for key in ("t1", "t2", "flair", "t1ce"):
             n1, n2 = (rng_noise.standard_normal(shape, dtype=np.float32) * np.float32(sigmas[key]) for _ in range(2))
-            images[key] = np.sqrt((images[key] + n1) ** 2 + n2 ** 2)
+            images[key] = np.sqrt((images[key] + n1) ** 2 + n2**2)
         noise = rng_noise.standard_normal(shape, dtype=np.float32) * np.float32(noise_level * wm.adc)
         images["adc"] = np.maximum(images["adc"] + noise, 0.0)
     noise = rng_noise.standard_normal(shape, dtype=np.float32) * np.float32(ct_noise_hu)
@@ -345,8 +412,14 @@ def generate_subject(
     volumes = {k: images[k].astype(np.float32) for k in IMAGE_KEYS}
     volumes.update(brain_mask=brain.astype(np.uint8), tumor_mask=lut[labels], labels=labels)
     affine = nib.affines.from_matvec(np.diag(spacing), -(np.asarray(shape) - 1) / 2 * np.asarray(spacing))
-    info = {"seed": int(seed), "shape": list(shape), "spacing": list(spacing), "tumours": tumours, "gains": gains,
-            "tissue_parameters": {TISSUE_LABELS[c]: p._asdict() for c, p in params.items()}}
+    info = {
+        "seed": int(seed),
+        "shape": list(shape),
+        "spacing": list(spacing),
+        "tumours": tumours,
+        "gains": gains,
+        "tissue_parameters": {TISSUE_LABELS[c]: p._asdict() for c, p in params.items()},
+    }
     return PhantomSubject(volumes, frac, gd.reshape(shape), affine, info)
 
 
@@ -373,9 +446,15 @@ def _make_subject(job: tuple) -> dict[str, str]:
 
 
 def generate_dataset(
-    output_dir: str | os.PathLike, num_subjects: int = 12, shape: Sequence[int] = (96, 112, 96),
-    spacing: Sequence[float] = (1.0, 1.0, 1.0), seed: int = 0, *, fractions: Sequence[float] = (0.6, 0.1, 0.3),
-    num_workers: int = 1, **phantom_kwargs,
+    output_dir: str | os.PathLike,
+    num_subjects: int = 12,
+    shape: Sequence[int] = (96, 112, 96),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    seed: int = 0,
+    *,
+    fractions: Sequence[float] = (0.6, 0.1, 0.3),
+    num_workers: int = 1,
+    **phantom_kwargs,
 ) -> Path:
     """Write ``phantom_XXX/`` (subject ``i`` from ``subject_seed(seed, i)``, ``phantom_kwargs`` go to
     :func:`generate_subject`; ``num_workers`` > 1 uses processes, same bytes) and ``datalist.json`` (``subject`` and
@@ -392,8 +471,15 @@ def generate_dataset(
         rows = list((pool.map if pool else map)(_make_subject, jobs))
     entries = {sid: {"subject": sid, **row} for sid, row in zip(ids, rows)}
     splits = split_subjects(ids, fractions, seed=seed)
-    extra = {"name": "phantom", "description": "physics-based multi-contrast brain phantom (common.data.phantom)",
-             "modality": dict(zip(IMAGE_KEYS, ("T1w", "T2w", "FLAIR", "ADC", "T1w+Gd", "CT"))), "seed": int(seed),
-             "shape": shape, "spacing": spacing, "labels": TISSUE_LABELS, "tumor_labels": {0: "none", **TUMOR_LABELS},
-             **{f"num{name.capitalize()}": len(ids) for name, ids in splits.items()}}  # numTraining, ...
+    extra = {
+        "name": "phantom",
+        "description": "physics-based multi-contrast brain phantom (common.data.phantom)",
+        "modality": dict(zip(IMAGE_KEYS, ("T1w", "T2w", "FLAIR", "ADC", "T1w+Gd", "CT"))),
+        "seed": int(seed),
+        "shape": shape,
+        "spacing": spacing,
+        "labels": TISSUE_LABELS,
+        "tumor_labels": {0: "none", **TUMOR_LABELS},
+        **{f"num{name.capitalize()}": len(ids) for name, ids in splits.items()},
+    }  # numTraining, ...
     return write_datalist(root / "datalist.json", {k: [entries[s] for s in v] for k, v in splits.items()}, extra)

@@ -25,7 +25,13 @@ import numpy as np
 from common.data.datalist import SPLITS, split_subjects, write_datalist
 
 __all__ = [
-    "PrepareReport", "prepare_brats", "prepare_ixi", "prepare_synthrad", "BRATS_KEYS", "IXI_KEYS", "SYNTHRAD_KEYS"
+    "PrepareReport",
+    "prepare_brats",
+    "prepare_ixi",
+    "prepare_synthrad",
+    "BRATS_KEYS",
+    "IXI_KEYS",
+    "SYNTHRAD_KEYS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,14 +43,29 @@ SYNTHRAD_KEYS = ("mr", "ct", "brain_mask")
 _NIFTI = r"\.nii(?:\.gz)?$"
 _BRATS_RE = re.compile(r"^(?P<subject>.+?)[_-](?P<suffix>t1ce|t1c|t1n|t1|t2w|t2f|t2|flair|seg)" + _NIFTI, re.I)
 _BRATS_SUFFIX = {  # suffix -> (datalist key, enhancing-tumour label of that naming, None when shared)
-    "t1": ("t1", 4), "t1ce": ("t1ce", 4), "t2": ("t2", 4), "flair": ("flair", 4), "seg": ("tumor_mask", None),
-    "t1n": ("t1", 3), "t1c": ("t1ce", 3), "t2w": ("t2", 3), "t2f": ("flair", 3),
+    "t1": ("t1", 4),
+    "t1ce": ("t1ce", 4),
+    "t2": ("t2", 4),
+    "flair": ("flair", 4),
+    "seg": ("tumor_mask", None),
+    "t1n": ("t1", 3),
+    "t1c": ("t1ce", 3),
+    "t2w": ("t2", 3),
+    "t2f": ("flair", 3),
 }
 _BRATS_LABELS = {
-    "2021": {"0": "background", "1": "necrotic and non-enhancing tumour core (NCR/NET)",
-             "2": "peritumoral edema (ED)", "4": "GD-enhancing tumour (ET)"},
-    "2023": {"0": "background", "1": "non-enhancing tumour core (NETC)",
-             "2": "surrounding non-enhancing FLAIR hyperintensity / edema (SNFH)", "3": "enhancing tumour (ET)"},
+    "2021": {
+        "0": "background",
+        "1": "necrotic and non-enhancing tumour core (NCR/NET)",
+        "2": "peritumoral edema (ED)",
+        "4": "GD-enhancing tumour (ET)",
+    },
+    "2023": {
+        "0": "background",
+        "1": "non-enhancing tumour core (NETC)",
+        "2": "surrounding non-enhancing FLAIR hyperintensity / edema (SNFH)",
+        "3": "enhancing tumour (ET)",
+    },
 }
 _IXI_RE = re.compile(r"^(?P<subject>IXI\d+)-(?P<site>[A-Za-z]+)-(?P<series>\d+)-(?P<mod>T1|T2|PD)" + _NIFTI)
 _SYNTHRAD_RE = re.compile(r"^(?P<name>mr|ct|mask)" + _NIFTI, re.I)
@@ -197,10 +218,20 @@ _Parsed = "tuple[str, str, dict] | None"  # (subject, key, metadata), None for a
 
 
 def _prepare(
-    dataset: str, roots: Sequence[Path], parse: Callable[[Path, Path], _Parsed], keys: Sequence[str],
-    default_grid: list[list[str]], extra: Mapping, default_dir: Path, output: str | os.PathLike | None,
-    require: str | Sequence[str] | None, fractions: Sequence[float], seed: int, affine_tol: float,
-    same_grid: Sequence[Sequence[str]] | None, write: bool,
+    dataset: str,
+    roots: Sequence[Path],
+    parse: Callable[[Path, Path], _Parsed],
+    keys: Sequence[str],
+    default_grid: list[list[str]],
+    extra: Mapping,
+    default_dir: Path,
+    output: str | os.PathLike | None,
+    require: str | Sequence[str] | None,
+    fractions: Sequence[float],
+    seed: int,
+    affine_tol: float,
+    same_grid: Sequence[Sequence[str]] | None,
+    write: bool,
 ) -> PrepareReport:
     """Validate the arguments, collect and check every subject, split the usable ones and write the datalist."""
     if not affine_tol >= 0:
@@ -242,13 +273,24 @@ def _prepare(
     if report.included:
         report.splits = split_subjects(report.included, fractions, seed)
         rows = {
-            name: [{"subject": s, **{k: subjects[s].files[k][0] for k in keys if k in subjects[s].files},
-                    **subjects[s].meta} for s in ids]
+            name: [
+                {
+                    "subject": s,
+                    **{k: subjects[s].files[k][0] for k in keys if k in subjects[s].files},
+                    **subjects[s].meta,
+                }
+                for s in ids
+            ]
             for name, ids in report.splits.items()
         }
         info = {
-            **extra, "dataset": dataset, "required": required, "same_grid": grid, "seed": int(seed),
-            "fractions": [float(f) for f in fractions], "excluded": report.excluded,
+            **extra,
+            "dataset": dataset,
+            "required": required,
+            "same_grid": grid,
+            "seed": int(seed),
+            "fractions": [float(f) for f in fractions],
+            "excluded": report.excluded,
             **{f"num{n[0].upper()}{n[1:]}": len(report.splits[n]) for n in SPLITS},
         }
         if write:
@@ -269,9 +311,13 @@ def _parse_brats(root: Path, path: Path) -> _Parsed:
 
 def prepare_brats(
     root: str | os.PathLike,
-    output: str | os.PathLike | None = None, require: str | Sequence[str] | None = None,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, affine_tol: float = 1e-3,
-    same_grid: Sequence[Sequence[str]] | None = None, write: bool = True,
+    output: str | os.PathLike | None = None,
+    require: str | Sequence[str] | None = None,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    affine_tol: float = 1e-3,
+    same_grid: Sequence[Sequence[str]] | None = None,
+    write: bool = True,
 ) -> PrepareReport:
     """Prepare a local BraTS copy (2021 ``_t1/_t1ce/_t2/_flair/_seg`` or 2023 ``-t1n/-t1c/-t2w/-t2f/-seg``).
 
@@ -300,11 +346,30 @@ def prepare_brats(
         "non-enhancing core, 2 edema, enhancing tumour 4 (BraTS 2021 and earlier names) or 3 (BraTS 2023 names); "
         "each entry's enhancing_label gives its value.",
         "labels": {f"brats{r}": names for r, names in _BRATS_LABELS.items()},
-        "modalities": {"t1": "native T1-weighted", "t1ce": "post-gadolinium T1-weighted", "t2": "T2-weighted",
-                       "flair": "T2-FLAIR", "tumor_mask": "BraTS tumour segmentation (seg)"},
+        "modalities": {
+            "t1": "native T1-weighted",
+            "t1ce": "post-gadolinium T1-weighted",
+            "t2": "T2-weighted",
+            "flair": "T2-FLAIR",
+            "tumor_mask": "BraTS tumour segmentation (seg)",
+        },
     }
-    return _prepare("brats", [root_dir], _parse_brats, BRATS_KEYS, [list(BRATS_KEYS)], extra, root_dir, output,
-                    require, fractions, seed, affine_tol, same_grid, write)
+    return _prepare(
+        "brats",
+        [root_dir],
+        _parse_brats,
+        BRATS_KEYS,
+        [list(BRATS_KEYS)],
+        extra,
+        root_dir,
+        output,
+        require,
+        fractions,
+        seed,
+        affine_tol,
+        same_grid,
+        write,
+    )
 
 
 def _parse_ixi(root: Path, path: Path) -> _Parsed:
@@ -314,9 +379,13 @@ def _parse_ixi(root: Path, path: Path) -> _Parsed:
 
 def prepare_ixi(
     roots: str | os.PathLike | Sequence[str | os.PathLike],
-    output: str | os.PathLike | None = None, require: str | Sequence[str] | None = None,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, affine_tol: float = 1e-3,
-    same_grid: Sequence[Sequence[str]] | None = None, write: bool = True,
+    output: str | os.PathLike | None = None,
+    require: str | Sequence[str] | None = None,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    affine_tol: float = 1e-3,
+    same_grid: Sequence[Sequence[str]] | None = None,
+    write: bool = True,
 ) -> PrepareReport:
     """Prepare a local IXI copy: ``IXI<NNN>-<site>-<NNNN>-{T1,T2,PD}.nii.gz`` matched by ``IXI<NNN>``.
 
@@ -339,11 +408,28 @@ def prepare_ixi(
         raise ValueError("roots must name at least one folder.")
     root_dirs = [_existing_dir(r) for r in root_list]
     common_dir = Path(os.path.commonpath([str(r.absolute()) for r in root_dirs]))
-    extra = {"name": "IXI", "modalities": {"t1": "T1-weighted", "t2": "T2-weighted", "pd": "proton-density weighted"},
-             "description": "IXI brain MRI of healthy subjects (sites Guys, HH, IOP). T2 and PD share a grid; T1 is "
-             "on its own grid unless same_grid lists it with them."}
-    return _prepare("ixi", root_dirs, _parse_ixi, IXI_KEYS, [["t2", "pd"]], extra, common_dir, output, require,
-                    fractions, seed, affine_tol, same_grid, write)
+    extra = {
+        "name": "IXI",
+        "modalities": {"t1": "T1-weighted", "t2": "T2-weighted", "pd": "proton-density weighted"},
+        "description": "IXI brain MRI of healthy subjects (sites Guys, HH, IOP). T2 and PD share a grid; T1 is "
+        "on its own grid unless same_grid lists it with them.",
+    }
+    return _prepare(
+        "ixi",
+        root_dirs,
+        _parse_ixi,
+        IXI_KEYS,
+        [["t2", "pd"]],
+        extra,
+        common_dir,
+        output,
+        require,
+        fractions,
+        seed,
+        affine_tol,
+        same_grid,
+        write,
+    )
 
 
 def _synthrad_regions(root: Path, regions: Sequence[str]) -> dict[str, Path]:
@@ -355,8 +441,10 @@ def _synthrad_regions(root: Path, regions: Sequence[str]) -> dict[str, Path]:
         found = {p.name.lower(): p for p in base.iterdir() if p.is_dir() and p.name.lower() in _SYNTHRAD_REGIONS}
     found = {r: p for r, p in sorted(found.items()) if r in regions}
     if not found:
-        raise FileNotFoundError(f"no SynthRAD region folder among {list(regions)} under {str(root)!r} "
-                                "(expected <root>/Task1/<region>/<subject>/{mr,ct,mask}.nii.gz).")
+        raise FileNotFoundError(
+            f"no SynthRAD region folder among {list(regions)} under {str(root)!r} "
+            "(expected <root>/Task1/<region>/<subject>/{mr,ct,mask}.nii.gz)."
+        )
     return found
 
 
@@ -369,9 +457,13 @@ def _parse_synthrad(region_root: Path, path: Path) -> _Parsed:
 
 def prepare_synthrad(
     root: str | os.PathLike,
-    output: str | os.PathLike | None = None, require: str | Sequence[str] | None = None,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, affine_tol: float = 1e-3,
-    same_grid: Sequence[Sequence[str]] | None = None, regions: str | Sequence[str] = _SYNTHRAD_REGIONS,
+    output: str | os.PathLike | None = None,
+    require: str | Sequence[str] | None = None,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    affine_tol: float = 1e-3,
+    same_grid: Sequence[Sequence[str]] | None = None,
+    regions: str | Sequence[str] = _SYNTHRAD_REGIONS,
     write: bool = True,
 ) -> PrepareReport:
     """Prepare a local SynthRAD2023 Task 1 copy: ``Task1/{brain,pelvis}/<subject>/{mr,ct,mask}.nii.gz``.
@@ -389,9 +481,29 @@ def prepare_synthrad(
     """
     root_dir = _existing_dir(root)
     region_dirs = _synthrad_regions(root_dir, _as_keys(regions, _SYNTHRAD_REGIONS, "regions"))
-    extra = {"name": "SynthRAD2023 Task 1", "regions": list(region_dirs),
-             "description": "SynthRAD2023 Task 1 paired MR / CT (HU); brain_mask is the released patient-outline mask.",
-             "modalities": {"mr": "MR (T1-weighted brain; T1/T2-weighted pelvis)", "ct": "CT in HU",
-                            "brain_mask": "patient outline mask (mask.nii.gz)"}}
-    return _prepare("synthrad", list(region_dirs.values()), _parse_synthrad, SYNTHRAD_KEYS, [list(SYNTHRAD_KEYS)],
-                    extra, root_dir, output, require, fractions, seed, affine_tol, same_grid, write)
+    extra = {
+        "name": "SynthRAD2023 Task 1",
+        "regions": list(region_dirs),
+        "description": "SynthRAD2023 Task 1 paired MR / CT (HU); brain_mask is the released patient-outline mask.",
+        "modalities": {
+            "mr": "MR (T1-weighted brain; T1/T2-weighted pelvis)",
+            "ct": "CT in HU",
+            "brain_mask": "patient outline mask (mask.nii.gz)",
+        },
+    }
+    return _prepare(
+        "synthrad",
+        list(region_dirs.values()),
+        _parse_synthrad,
+        SYNTHRAD_KEYS,
+        [list(SYNTHRAD_KEYS)],
+        extra,
+        root_dir,
+        output,
+        require,
+        fractions,
+        seed,
+        affine_tol,
+        same_grid,
+        write,
+    )

@@ -145,6 +145,7 @@ class NonFiniteGuard:
     def attach(self, engine: Any) -> None:
         """Register the checks on ``engine``."""
         from ignite.engine import Events
+
         from monai.engines.utils import IterationEvents
         from monai.engines.workflow import Workflow
 

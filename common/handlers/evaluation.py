@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+
 from monai.data import decollate_batch
 
 from common.metrics.regression import METRIC_NAMES, compute_regression_metrics, compute_slice_psnr
+from common.utils.dist import is_rank_zero, world_size
 from common.utils.extensions import IMAGE_EXTENSIONS
 from common.utils.figures import middle_slice, save_figure_grid
 
@@ -171,13 +173,24 @@ class RegressionEvaluationSaver(_CaseHandler):
     """
 
     def __init__(
-        self, output_dir: str, regions: Mapping[str, str] | None = None,
-        slice_metrics: Mapping[str, Sequence] | None = None, metrics: Sequence[str] = METRIC_NAMES,
-        region_metrics: Sequence[str] | None = None, data_range: float | str | None = None,
-        normalize: str | None = None, percentiles: Sequence[float] = (0.5, 99.5), percentile_reference: str = "target",
-        normalize_mask_key: str | None = None, ssim_kwargs: Mapping | None = None, pred_key: str = "pred",
-        label_key: str = "label", case_key: str | None = "subject", item_transform: Callable | None = None,
-        state_metrics_prefix: str | None = "", write_event: str = "EPOCH_COMPLETED",
+        self,
+        output_dir: str,
+        regions: Mapping[str, str] | None = None,
+        slice_metrics: Mapping[str, Sequence] | None = None,
+        metrics: Sequence[str] = METRIC_NAMES,
+        region_metrics: Sequence[str] | None = None,
+        data_range: float | str | None = None,
+        normalize: str | None = None,
+        percentiles: Sequence[float] = (0.5, 99.5),
+        percentile_reference: str = "target",
+        normalize_mask_key: str | None = None,
+        ssim_kwargs: Mapping | None = None,
+        pred_key: str = "pred",
+        label_key: str = "label",
+        case_key: str | None = "subject",
+        item_transform: Callable | None = None,
+        state_metrics_prefix: str | None = "",
+        write_event: str = "EPOCH_COMPLETED",
     ) -> None:
         super().__init__(pred_key, label_key, case_key, item_transform, write_event)
         if not output_dir:
@@ -191,7 +204,9 @@ class RegressionEvaluationSaver(_CaseHandler):
             if len(spec) != 2 or int(spec[1]) not in (0, 1, 2):
                 raise ValueError(f"slice_metrics[{name!r}] must be (mask_key, axis in 0..2), got {spec!r}.")
         self.options = dict(
-            data_range=data_range, normalize=normalize, percentiles=tuple(percentiles),
+            data_range=data_range,
+            normalize=normalize,
+            percentiles=tuple(percentiles),
             percentile_reference=percentile_reference,
         )
         self.ssim_kwargs = dict(ssim_kwargs or {})
@@ -237,7 +252,12 @@ class RegressionEvaluationSaver(_CaseHandler):
                 if not (mask > 0).any():
                     warnings.warn(f"case {name!r}: mask {key!r} of region {region!r} is empty; skipped.", stacklevel=2)
                 values = compute_regression_metrics(
-                    pred, label, mask, metrics=self.region_metrics, percentile_mask=pmask, **self.options,
+                    pred,
+                    label,
+                    mask,
+                    metrics=self.region_metrics,
+                    percentile_mask=pmask,
+                    **self.options,
                     **self.ssim_kwargs,
                 )
                 row.update({f"{m}_{region}": v for m, v in values.items()})
@@ -252,9 +272,9 @@ class RegressionEvaluationSaver(_CaseHandler):
             self.rows.append(row)
 
     def _gather_rows(self) -> list[dict[str, Any]]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if world_size() == 1:
             return self.rows
-        parts: list = [None] * torch.distributed.get_world_size()
+        parts: list = [None] * world_size()
         torch.distributed.all_gather_object(parts, self.rows)
         return [row for part in parts for row in part]
 
@@ -284,8 +304,7 @@ class RegressionEvaluationSaver(_CaseHandler):
             for column, entry in summary["metrics"].items():
                 if "mean" in entry:
                     engine.state.metrics[f"{self.state_metrics_prefix}{column}"] = entry["mean"]
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_rank() != 0:
+        if not is_rank_zero():
             return
         os.makedirs(self.output_dir, exist_ok=True)
         columns = list(summary["metrics"])
@@ -324,9 +343,17 @@ class FigureGridSaver(_CaseHandler):
     """
 
     def __init__(
-        self, output_dir: str, input_keys: Sequence[str] = ("image",), num_cases: int = 4, slice_axis: int = 2,
-        filename: str = "figure_grid.png", pred_key: str = "pred", label_key: str = "label",
-        case_key: str | None = "subject", item_transform: Callable | None = None, write_event: str = "EPOCH_COMPLETED",
+        self,
+        output_dir: str,
+        input_keys: Sequence[str] = ("image",),
+        num_cases: int = 4,
+        slice_axis: int = 2,
+        filename: str = "figure_grid.png",
+        pred_key: str = "pred",
+        label_key: str = "label",
+        case_key: str | None = "subject",
+        item_transform: Callable | None = None,
+        write_event: str = "EPOCH_COMPLETED",
         figure_kwargs: Mapping | None = None,
     ) -> None:
         super().__init__(pred_key, label_key, case_key, item_transform, write_event)
@@ -337,7 +364,9 @@ class FigureGridSaver(_CaseHandler):
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
         if not output_dir or not filename.lower().endswith(".png"):
-            raise ValueError(f"output_dir must be non-empty and filename end in .png, got {output_dir!r}, {filename!r}.")
+            raise ValueError(
+                f"output_dir must be non-empty and filename end in .png, got {output_dir!r}, {filename!r}."
+            )
         self.output_dir, self.input_keys, self.num_cases = str(output_dir), list(input_keys), num_cases
         self.slice_axis, self.filename, self.figure_kwargs = slice_axis, filename, dict(figure_kwargs or {})
         self.rows: list[dict[str, Any]] = []
@@ -370,7 +399,6 @@ class FigureGridSaver(_CaseHandler):
 
     def write(self, engine: Engine) -> None:
         """Write the grid of the collected cases (nothing if none were seen; rank 0 only when distributed)."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if self.rows and not (distributed and torch.distributed.get_rank() != 0):
+        if self.rows and is_rank_zero():
             path = os.path.join(self.output_dir, self.filename)
             save_figure_grid(self.rows, path, slice_axis=self.slice_axis, **self.figure_kwargs)

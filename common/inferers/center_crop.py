@@ -71,7 +71,11 @@ class CenterCropStitchInferer(Inferer):
             raise ValueError(f"padding_mode must be 'replicate', 'reflect' or 'constant', got {padding_mode!r}.")
         if blend_mode not in ("constant", "gaussian"):
             raise ValueError(f"blend_mode must be 'constant' or 'gaussian', got {blend_mode!r}.")
-        ndim = len(roi_size) if isinstance(roi_size, Sequence) else (len(output_size) if isinstance(output_size, Sequence) else 3)
+        ndim = (
+            len(roi_size)
+            if isinstance(roi_size, Sequence)
+            else (len(output_size) if isinstance(output_size, Sequence) else 3)
+        )
         self.roi_size = ensure_tuple_rep(roi_size, ndim)
         self.output_size = ensure_tuple_rep(output_size, ndim)
         margins = [(r - o) for r, o in zip(self.roi_size, self.output_size)]
@@ -116,7 +120,9 @@ class CenterCropStitchInferer(Inferer):
         steps = [max(1, int(round(o * (1 - self.overlap)))) for o in self.output_size]
         starts = list(itertools.product(*[_starts(g, o, s) for g, o, s in zip(grown, self.output_size, steps)]))
         if self.blend_mode == "gaussian":
-            weight = compute_importance_map(self.output_size, mode="gaussian", sigma_scale=self.sigma_scale, device=x.device)
+            weight = compute_importance_map(
+                self.output_size, mode="gaussian", sigma_scale=self.sigma_scale, device=x.device
+            )
         else:
             weight = torch.ones(self.output_size, device=x.device)
         weight = weight.to(torch.float32)
@@ -127,12 +133,16 @@ class CenterCropStitchInferer(Inferer):
             for i in range(0, len(starts), self.sw_batch_size):
                 chunk = starts[i : i + self.sw_batch_size]
                 windows = torch.stack(
-                    [padded[b][(slice(None),) + tuple(slice(s, s + r) for s, r in zip(st, self.roi_size))] for st in chunk]
+                    [
+                        padded[b][(slice(None),) + tuple(slice(s, s + r) for s, r in zip(st, self.roi_size))]
+                        for st in chunk
+                    ]
                 )
                 pred = network(windows, *args, **kwargs)
                 if tuple(pred.shape[2:]) != self.output_size:
                     raise ValueError(
-                        f"the network returned windows of shape {tuple(pred.shape[2:])}, expected output_size={self.output_size}."
+                        f"the network returned windows of shape {tuple(pred.shape[2:])}, "
+                        f"expected output_size={self.output_size}."
                     )
                 if out is None:
                     out = torch.zeros((x.shape[0], pred.shape[1], *grown), device=x.device, dtype=torch.float32)

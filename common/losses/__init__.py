@@ -6,4 +6,15 @@ from .adversarial import ADVERSARIAL_MODES, AdversarialLoss, DiscriminatorLoss, 
 from .local import HRFCNLoss, LocalLoss
 from .protocol import GeneratorLoss, GeneratorTerm, call_term
 
-__all__ = ["ADVERSARIAL_MODES", "AdversarialLoss", "DiscriminatorLoss", "GradientPenalty", "PairedGeneratorLoss", "HRFCNLoss", "LocalLoss", "GeneratorLoss", "GeneratorTerm", "call_term"]
+__all__ = [
+    "ADVERSARIAL_MODES",
+    "AdversarialLoss",
+    "DiscriminatorLoss",
+    "GradientPenalty",
+    "PairedGeneratorLoss",
+    "HRFCNLoss",
+    "LocalLoss",
+    "GeneratorLoss",
+    "GeneratorTerm",
+    "call_term",
+]

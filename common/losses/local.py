@@ -236,8 +236,12 @@ class SliceSSIMLoss(_Loss):
         self.slice_axis = slice_axis % 5
         self.win_size = win_size
         self.ssim = SSIMLoss(
-            spatial_dims=2, data_range=data_range, kernel_type=kernel_type, win_size=win_size,
-            kernel_sigma=kernel_sigma, reduction="none",
+            spatial_dims=2,
+            data_range=data_range,
+            kernel_type=kernel_type,
+            win_size=win_size,
+            kernel_sigma=kernel_sigma,
+            reduction="none",
         )
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -295,7 +299,8 @@ class HRFCNLoss(PairedGeneratorLoss):
             raise ValueError("at least one of lambda_mae, lambda_ssim, lambda_local must be > 0.")
         local = LocalLossTerm(
             **({"reference_key": aux_key} if mask_source == "threshold" else {"mask_key": aux_key}),
-            delta=delta, normalization=local_normalization,
+            delta=delta,
+            normalization=local_normalization,
         )
         super().__init__(
             pixel_losses={

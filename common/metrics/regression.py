@@ -57,13 +57,22 @@ DATA_RANGE_MODES = ("target_max", "target_range")
 
 
 def _check_options(
-    data_range=None, normalize=None, percentiles=(0.5, 99.5), percentile_reference="target", kernel_type="gaussian",
-    win_size=11, kernel_sigma=1.5, k1=0.01, k2=0.03, ssim_slice_axis=None,
+    data_range=None,
+    normalize=None,
+    percentiles=(0.5, 99.5),
+    percentile_reference="target",
+    kernel_type="gaussian",
+    win_size=11,
+    kernel_sigma=1.5,
+    k1=0.01,
+    k2=0.03,
+    ssim_slice_axis=None,
 ) -> None:
     """Raise ``ValueError`` naming the first invalid option of :func:`compute_regression_metrics`."""
     modes = DATA_RANGE_MODES
     if (isinstance(data_range, str) and data_range not in modes) or (
-        data_range is not None and not isinstance(data_range, str)
+        data_range is not None
+        and not isinstance(data_range, str)
         and (isinstance(data_range, bool) or not float(data_range) > 0)
     ):
         raise ValueError(f"data_range must be None, a positive float or one of {modes}, got {data_range!r}.")
@@ -118,7 +127,9 @@ def _percentile_window(reference: torch.Tensor, percentiles: Sequence[float], ma
 
 
 def percentile_normalize(
-    image: torch.Tensor, reference: torch.Tensor | None = None, percentiles: Sequence[float] = (0.5, 99.5),
+    image: torch.Tensor,
+    reference: torch.Tensor | None = None,
+    percentiles: Sequence[float] = (0.5, 99.5),
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Clip ``image`` to the ``percentiles`` of ``reference`` (default ``image``) and map them to [0, 1].
@@ -173,8 +184,15 @@ def _ssim_value(pred, target, mask, data_range, kernel_type, win_size, kernel_si
     if any(w > s for w, s in zip(wins, x.shape[2:])):
         raise ValueError(f"win_size {wins} is larger than the image {tuple(x.shape[2:])}.")
     ssim_map, _ = compute_ssim_and_cs(
-        x, y, spatial_dims=nd, kernel_size=wins, kernel_sigma=sigmas, data_range=data_range,
-        kernel_type=kernel_type, k1=k1, k2=k2,
+        x,
+        y,
+        spatial_dims=nd,
+        kernel_size=wins,
+        kernel_sigma=sigmas,
+        data_range=data_range,
+        kernel_type=kernel_type,
+        k1=k1,
+        k2=k2,
     )
     if m is None:
         return float(ssim_map.double().mean())
@@ -184,11 +202,20 @@ def _ssim_value(pred, target, mask, data_range, kernel_type, win_size, kernel_si
 
 
 def compute_regression_metrics(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-    data_range: float | str | None = None, metrics: Sequence[str] = METRIC_NAMES, normalize: str | None = None,
-    percentiles: Sequence[float] = (0.5, 99.5), percentile_reference: str = "target",
-    percentile_mask: torch.Tensor | None = None, kernel_type: str = "gaussian", win_size: int | Sequence[int] = 11,
-    kernel_sigma: float | Sequence[float] = 1.5, k1: float = 0.01, k2: float = 0.03,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    data_range: float | str | None = None,
+    metrics: Sequence[str] = METRIC_NAMES,
+    normalize: str | None = None,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    percentile_reference: str = "target",
+    percentile_mask: torch.Tensor | None = None,
+    kernel_type: str = "gaussian",
+    win_size: int | Sequence[int] = 11,
+    kernel_sigma: float | Sequence[float] = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
     ssim_slice_axis: int | None = None,
 ) -> dict[str, float]:
     """Per-case MAE / MSE / PSNR / SSIM of ``pred`` against ``target`` (see the module docstring).
@@ -215,7 +242,15 @@ def compute_regression_metrics(
         ``{name: value}`` for each requested metric, as Python floats (PSNR ``inf`` for identical images).
     """
     _check_options(
-        data_range, normalize, percentiles, percentile_reference, kernel_type, win_size, kernel_sigma, k1, k2,
+        data_range,
+        normalize,
+        percentiles,
+        percentile_reference,
+        kernel_type,
+        win_size,
+        kernel_sigma,
+        k1,
+        k2,
         ssim_slice_axis,
     )
     if isinstance(metrics, str) or not metrics or any(m not in METRIC_NAMES for m in metrics):
@@ -247,16 +282,23 @@ def compute_regression_metrics(
     if "psnr" in metrics:
         out["psnr"] = math.nan if not dr > 0 else (math.inf if mse == 0 else 10.0 * math.log10(dr * dr / mse))
     if "ssim" in metrics:
-        out["ssim"] = math.nan if not dr > 0 else _ssim_value(
-            pred, target, mask, dr, kernel_type, win_size, kernel_sigma, k1, k2, ssim_slice_axis
+        out["ssim"] = (
+            math.nan
+            if not dr > 0
+            else _ssim_value(pred, target, mask, dr, kernel_type, win_size, kernel_sigma, k1, k2, ssim_slice_axis)
         )
     return {m: out[m] for m in metrics}
 
 
 def compute_slice_psnr(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, axis: int = 2,
-    data_range: float | str | None = None, normalize: str | None = None,
-    percentiles: Sequence[float] = (0.5, 99.5), percentile_reference: str = "target",
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    axis: int = 2,
+    data_range: float | str | None = None,
+    normalize: str | None = None,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    percentile_reference: str = "target",
     percentile_mask: torch.Tensor | None = None,
 ) -> float:
     """Mean PSNR over the slices along spatial ``axis`` whose ``mask`` is non-empty (AMCGAN's protocol).
@@ -387,12 +429,28 @@ class MaskedSSIMMetric(MaskedRegressionMetric):
     """
 
     def __init__(
-        self, data_range: float | str | None = None, kernel_type: str = "gaussian",
-        win_size: int | Sequence[int] = 11, kernel_sigma: float | Sequence[float] = 1.5, k1: float = 0.01,
-        k2: float = 0.03, ssim_slice_axis: int | None = None,
-        reduction: MetricReduction | str = MetricReduction.MEAN, get_not_nans: bool = False, **options,
+        self,
+        data_range: float | str | None = None,
+        kernel_type: str = "gaussian",
+        win_size: int | Sequence[int] = 11,
+        kernel_sigma: float | Sequence[float] = 1.5,
+        k1: float = 0.01,
+        k2: float = 0.03,
+        ssim_slice_axis: int | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+        **options,
     ):
         super().__init__(
-            "ssim", reduction=reduction, get_not_nans=get_not_nans, data_range=data_range, kernel_type=kernel_type,
-            win_size=win_size, kernel_sigma=kernel_sigma, k1=k1, k2=k2, ssim_slice_axis=ssim_slice_axis, **options,
+            "ssim",
+            reduction=reduction,
+            get_not_nans=get_not_nans,
+            data_range=data_range,
+            kernel_type=kernel_type,
+            win_size=win_size,
+            kernel_sigma=kernel_sigma,
+            k1=k1,
+            k2=k2,
+            ssim_slice_axis=ssim_slice_axis,
+            **options,
         )

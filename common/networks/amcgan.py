@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+
 from monai.networks.blocks import ADN, Convolution
 from monai.networks.layers.factories import Conv, split_args
 from monai.networks.layers.utils import get_act_layer
@@ -286,8 +287,18 @@ class ResnetEncoderDecoder(nn.Module):
         def strided(c_in: int, c_out: int, up: bool) -> Convolution:
             """3x3 stride-2 conv-norm-ReLU (zero padding 1); ``up``: transposed, output padding 1 (x2 size)."""
             return Convolution(
-                spatial_dims, c_in, c_out, strides=2, kernel_size=3, adn_ordering="NA", act="relu", norm=norm,
-                bias=bias, is_transposed=up, padding=1, output_padding=1,
+                spatial_dims,
+                c_in,
+                c_out,
+                strides=2,
+                kernel_size=3,
+                adn_ordering="NA",
+                act="relu",
+                norm=norm,
+                bias=bias,
+                is_transposed=up,
+                padding=1,
+                output_padding=1,
             )
 
         self.encoder = nn.Sequential(

@@ -84,9 +84,7 @@ def _down(
 def _up(spatial_dims: int, channels: int, steps: int, strides: Sequence[int]) -> nn.Module:
     """U2 / U4: parameter-free (bi/tri)linear up-sampling by ``strides ** steps`` per dimension."""
     factor = tuple(float(s**steps) for s in strides)
-    return UpSample(
-        spatial_dims, channels, channels, factor, mode="nontrainable", pre_conv=None, align_corners=False
-    )
+    return UpSample(spatial_dims, channels, channels, factor, mode="nontrainable", pre_conv=None, align_corners=False)
 
 
 def _resample(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import split_args
 

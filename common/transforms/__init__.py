@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .intensity import InverseReferenceIntensityScaled, ReferenceIntensityScaled
 from .meta import CASE_NAME, SetCaseNamed, case_name_formatter
-from .spatial import slice_divisor
 from .modality import ModalityIntensityScaled, SynthesizeModalityd, ZeroFillModalityd, present_keys
+from .spatial import slice_divisor
 
 __all__ = [
     "ReferenceIntensityScaled",

@@ -111,7 +111,14 @@ class InverseReferenceIntensityScaled(MapTransform):
         b_max: as in the forward transform.
     """
 
-    def __init__(self, keys: KeysCollection, stats_key: str, b_min: float = 0.0, b_max: float = 1.0, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        stats_key: str,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
         if b_max <= b_min:
             raise ValueError(f"b_max must be greater than b_min, got {b_min}, {b_max}.")
         super().__init__(keys, allow_missing_keys)
@@ -121,7 +128,9 @@ class InverseReferenceIntensityScaled(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         if self.stats_key not in d:
-            raise KeyError(f"intensity statistics '{self.stats_key}' are missing: apply ReferenceIntensityScaled first.")
+            raise KeyError(
+                f"intensity statistics '{self.stats_key}' are missing: apply ReferenceIntensityScaled first."
+            )
         stats = torch.as_tensor(d[self.stats_key]).reshape(-1)
         lo, hi = _scalar(stats[0]), _scalar(stats[1])
         for key in self.key_iterator(d):

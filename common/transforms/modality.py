@@ -93,7 +93,8 @@ def present_keys(keys: Sequence[str], missing_keys: Sequence[str] = (), required
             raise ValueError(f"missing key {key!r} is not one of the input keys {keys}.")
         if key in ensure_tuple(required):
             raise ValueError(
-                f"input {key!r} cannot be declared missing: it is required (its intensity map de-normalises the output)."
+                f"input {key!r} cannot be declared missing: it is required "
+                "(its intensity map de-normalises the output)."
             )
     return [k for k in keys if k not in missing]
 
@@ -145,8 +146,15 @@ class ModalityIntensityScaled(MapTransform):
         self.groups = groups
         self.scalers = {
             ref: ReferenceIntensityScaled(
-                keys=group, reference_key=ref, lower=lower, upper=upper, b_min=b_min, b_max=b_max,
-                mask_key=mask_key, clip=clip, allow_missing_keys=allow_missing_keys,
+                keys=group,
+                reference_key=ref,
+                lower=lower,
+                upper=upper,
+                b_min=b_min,
+                b_max=b_max,
+                mask_key=mask_key,
+                clip=clip,
+                allow_missing_keys=allow_missing_keys,
             )
             for ref, group in groups.items()
         }
@@ -263,7 +271,8 @@ class SynthesizeModalityd(MapTransform):
         if weights is not None:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(
-                    f"weights file '{weights}' of the network synthesizing {self.keys[0]!r} does not exist; train it first."
+                    f"weights file '{weights}' of the network synthesizing {self.keys[0]!r} does not exist; "
+                    "train it first."
                 )
             state = torch.load(weights, map_location=self.device, weights_only=True)
             if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):

@@ -13,4 +13,10 @@ __all__ = [
     "rank_zero_handlers",
     "world_size",
     "UserError",
-    "bundle_root", "default_dataset_dir", "repo_root", "middle_slice", "save_figure_grid", "window_to_uint8"]
+    "bundle_root",
+    "default_dataset_dir",
+    "repo_root",
+    "middle_slice",
+    "save_figure_grid",
+    "window_to_uint8",
+]

@@ -17,7 +17,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from contract import BUNDLES, run, workflow
 
 SPEC = next(b for b in BUNDLES if b.name == "amcgan_contrast_mri")
@@ -43,6 +42,7 @@ def test_objective_is_bce_cgan_plus_100_l1(trained):
     g_loss = wf.parser.get_parsed_content("g_loss")
     assert g_loss.pixel_weights == {"l1": 100.0} and g_loss.adversarial_weights == {"patch": 1.0}
     assert wf.parser.get_parsed_content("d_loss").real_fake_weight == 0.5  # pix2pix halves D's objective
+
 
 def test_initialize_applies_pix2pix_normal_init(tiny_phantom, tmp_path):
     wf = _workflow(["train.json"], tmp_path, dataset_dir=tiny_phantom, channels=16)

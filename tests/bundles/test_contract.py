@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from contract import BUNDLES, BundleSpec, abs_case, error_in_chain, load, run, save_like, workflow, write_datalist
 
 from common.data.validation import InputDataError
 from common.engines import NonFiniteLossError, NonFiniteStateError, TrainingLock, TrainingLockError
-from contract import BUNDLES, BundleSpec, abs_case, error_in_chain, load, run, save_like, workflow
-from contract import write_datalist
 
 IDS = [b.name for b in BUNDLES]
 
@@ -59,7 +58,9 @@ def spec(request) -> BundleSpec:
 def trained(spec, tiny_phantom, tmp_path_factory):
     """A two-epoch schedule stopped after its first epoch: full state, best model, the workflow."""
     root = tmp_path_factory.mktemp(f"{spec.name}_trained")
-    wf = run(workflow(spec, spec.train_configs, root, dataset_dir=tiny_phantom, **{**spec.schedule(2), "max_epochs": 1}))
+    wf = run(
+        workflow(spec, spec.train_configs, root, dataset_dir=tiny_phantom, **{**spec.schedule(2), "max_epochs": 1})
+    )
     return root, wf
 
 
@@ -107,7 +108,9 @@ OVERRIDES = [(b, f) for b in BUNDLES for f in _override_files(b)]
 def test_every_override_builds_and_trains_one_epoch(bundle, override, tiny_phantom, tmp_path):
     wf = run(workflow(bundle, [*bundle.train_configs, override], tmp_path, dataset_dir=tiny_phantom))
     assert wf.parser.get_parsed_content("train#trainer").state.iteration >= 1
-    assert [p.name for p in _files(tmp_path / "models") if p.name.startswith("checkpoint_epoch")] == ["checkpoint_epoch=1.pt"]
+    assert [p.name for p in _files(tmp_path / "models") if p.name.startswith("checkpoint_epoch")] == [
+        "checkpoint_epoch=1.pt"
+    ]
 
 
 # --- evaluation and inference ------------------------------------------------------------------------------
@@ -215,12 +218,16 @@ def _bad_case(spec: BundleSpec, tiny_phantom: str, folder: Path, kind: str) -> t
     data, affine = load(case[key])
     bad = folder / f"bad_{key}.nii.gz"
     if kind == "shape":
-        case[spec.target_key] = save_like(case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0][:, :, :-2])
+        case[spec.target_key] = save_like(
+            case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0][:, :, :-2]
+        )
         return case, case[spec.target_key]
     if kind == "affine":
         moved = affine.copy()
         moved[0, 3] += 3.0
-        case[spec.target_key] = save_like(case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0], moved)
+        case[spec.target_key] = save_like(
+            case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0], moved
+        )
         return case, case[spec.target_key]
     if kind == "missing_file":
         case[key] = str(folder / "no_such_file.nii.gz")
@@ -246,9 +253,20 @@ def _bad_case(spec: BundleSpec, tiny_phantom: str, folder: Path, kind: str) -> t
     return case, case[key]
 
 
-BAD = [("shape", "eval"), ("affine", "eval"), ("missing_file", "infer"), ("missing_key", "infer"), ("nan", "infer"),
-       ("multichannel", "infer"), ("corrupt", "infer"), ("truncated", "infer"), ("2d", "infer"), ("unwritable", "infer"),
-       ("bad_checkpoint", "infer"), ("truncated_checkpoint", "infer")]
+BAD = [
+    ("shape", "eval"),
+    ("affine", "eval"),
+    ("missing_file", "infer"),
+    ("missing_key", "infer"),
+    ("nan", "infer"),
+    ("multichannel", "infer"),
+    ("corrupt", "infer"),
+    ("truncated", "infer"),
+    ("2d", "infer"),
+    ("unwritable", "infer"),
+    ("bad_checkpoint", "infer"),
+    ("truncated_checkpoint", "infer"),
+]
 
 
 @pytest.mark.parametrize("kind,config", BAD, ids=[k for k, _ in BAD])
@@ -336,7 +354,7 @@ def test_constant_source_is_warned_about(spec, trained, tiny_phantom, tmp_path):
 
 def test_every_config_passes_check_properties(spec, trained, tiny_phantom):
     root, _ = trained
-    checks = [(spec.train_configs, "train"), (spec.infer_configs, "infer")]
+    checks = [(spec.train_configs, "train"), (spec.eval_configs, "train"), (spec.infer_configs, "infer")]
     checks += [((*spec.infer_configs, f), "infer") for f in spec.infer_overrides]
     for files, wtype in checks:
         wf = workflow(spec, files, root, wtype, dataset_dir=tiny_phantom, log_dir=str(root / "logs_properties"))
@@ -362,20 +380,63 @@ def test_amp_gives_bf16_autocast_on_cpu(spec, tmp_path):
     assert isinstance(inferer, AutocastInferer) and inferer.enabled and inferer.dtype == torch.bfloat16
 
 
+def test_mlflow_tracking_logs_every_loss_term(spec, tiny_phantom, tmp_path):
+    """``--tracking common/engines/mlflow_tracking.json``: every term of the trainer's output, and val_psnr."""
+    pytest.importorskip("mlflow", reason="MLflow is installed on demand (pip install mlflow); not in requirements")
+    import mlflow
+
+    settings = Path(__file__).resolve().parents[2] / "common" / "engines" / "mlflow_tracking.json"
+    wf = workflow(
+        spec,
+        spec.train_configs,
+        tmp_path,
+        dataset_dir=tiny_phantom,
+        tracking=str(settings),
+        experiment_name=f"contract_{spec.name}",
+    )
+    run(wf)
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == f"contract_{spec.name}"]
+    runs = client.search_runs([experiment.experiment_id])
+    logged = {k for r in runs for k in r.data.metrics}
+    terms = set(wf.parser.get_parsed_content("train#trainer").state.output[0]) - {"image", "label", "pred"}
+    expected = {k for k in terms if k == "loss" or k.startswith(("g_", "d_"))}
+    assert expected and expected <= logged and "val_psnr" in logged, (expected, logged)
+
+
 # --- the command line -----------------------------------------------------------------------------------------
 
 
 def _cli(spec: BundleSpec, files, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(spec.configs / f) for f in files]).replace(" ", ""),
-           "--meta_file", str(spec.configs / "metadata.json"), "--logging_file", str(spec.configs / "logging.conf"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str([str(spec.configs / f) for f in files]).replace(" ", ""),
+        "--meta_file",
+        str(spec.configs / "metadata.json"),
+        "--logging_file",
+        str(spec.configs / "logging.conf"),
+        *args,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.mark.parametrize("bundle", [b for b in BUNDLES if b.cli_smoke], ids=[b.name for b in BUNDLES if b.cli_smoke])
 def test_command_line_train_smoke(bundle, tiny_phantom, tmp_path):
-    args = ["--dataset_dir", tiny_phantom, "--bundle_root", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"),
-            "--log_dir", str(tmp_path / "logs")]
+    args = [
+        "--dataset_dir",
+        tiny_phantom,
+        "--bundle_root",
+        str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--log_dir",
+        str(tmp_path / "logs"),
+    ]
     for key, value in {**bundle.tiny, **bundle.tiny_train}.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, (list, dict)) else str(value)]
     result = _cli(bundle, bundle.train_configs, tmp_path, *args)
@@ -390,8 +451,17 @@ def test_command_line_refused_input_ends_with_the_culprit(tiny_phantom, tmp_path
     case = abs_case(tiny_phantom, json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"][0])
     case[bundle.source_keys[0]] = str(tmp_path / "missing_source.nii.gz")
     datalist = write_datalist(tmp_path / "datalist.json", test=[case])
-    result = _cli(bundle, bundle.infer_configs, tmp_path, "--bundle_root", str(tmp_path), "--datalist", str(datalist),
-                  "--output_dir", str(tmp_path / "out"))
+    result = _cli(
+        bundle,
+        bundle.infer_configs,
+        tmp_path,
+        "--bundle_root",
+        str(tmp_path),
+        "--datalist",
+        str(datalist),
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "missing_source.nii.gz" in last and "does not exist" in last, last

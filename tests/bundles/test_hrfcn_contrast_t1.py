@@ -18,8 +18,6 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -96,7 +94,9 @@ def data(tiny_phantom, tmp_path_factory) -> dict:
     assert tumour, "the tiny phantom has no subject with a tumour"
     test = tumour[:2]
     root = tmp_path_factory.mktemp("hrfcn_data")
-    datalist = _write_datalist(root / "datalist.json", training=cases["training"], validation=cases["validation"], test=test)
+    datalist = _write_datalist(
+        root / "datalist.json", training=cases["training"], validation=cases["validation"], test=test
+    )
     return {"datalist": datalist, "test": test, "cases": everyone, "dir": root}
 
 
@@ -104,8 +104,13 @@ def data(tiny_phantom, tmp_path_factory) -> dict:
 def trained(data, tmp_path_factory) -> Path:
     """Stage 1: one epoch of two iterations, validation on the validation case (writes model.pt)."""
     root = tmp_path_factory.mktemp("hrfcn_bundle")
-    wf = _workflow(["train.json"], bundle_root=str(root), datalist=str(data["datalist"]), **TINY,
-                   **{"train#trainer#epoch_length": 2})
+    wf = _workflow(
+        ["train.json"],
+        bundle_root=str(root),
+        datalist=str(data["datalist"]),
+        **TINY,
+        **{"train#trainer#epoch_length": 2},
+    )
     wf.initialize()
     wf.run()
     state = wf.parser.get_parsed_content("train#trainer").state
@@ -230,8 +235,15 @@ BAD = ["shape", "affine", "missing_file", "missing_key", "nan", "multichannel", 
 
 
 def _train_weights(root: Path, data: dict, max_epochs: int, resume: bool = False) -> dict:
-    wf = _workflow(["train.json"], bundle_root=str(root), datalist=str(data["datalist"]), resume=resume,
-                   val_interval=100, **dict(TINY, max_epochs=max_epochs), **{"train#trainer#epoch_length": 1})
+    wf = _workflow(
+        ["train.json"],
+        bundle_root=str(root),
+        datalist=str(data["datalist"]),
+        resume=resume,
+        val_interval=100,
+        **dict(TINY, max_epochs=max_epochs),
+        **{"train#trainer#epoch_length": 1},
+    )
     wf.initialize()
     wf.run()
     weights = _state(wf.parser.get_parsed_content("network"))
@@ -266,8 +278,15 @@ def _constant_cascade_models(root: Path) -> dict:
 
     paths = {}
     for name, value in {"t1_to_t2": 0.25, "t1_to_adc": 0.5}.items():
-        net = HRFCN(3, 1, 1, stem_channels=TINY["stem_width"], channels=TINY["channels"], strides=(2, 2, 1),
-                    num_res_blocks=TINY["num_res_blocks"])
+        net = HRFCN(
+            3,
+            1,
+            1,
+            stem_channels=TINY["stem_width"],
+            channels=TINY["channels"],
+            strides=(2, 2, 1),
+            num_res_blocks=TINY["num_res_blocks"],
+        )
         with torch.no_grad():
             net.head[-1].conv.weight.zero_()
             net.head[-1].conv.bias.fill_(value)
@@ -292,8 +311,14 @@ def test_train_and_resume(trained, data):
     # resume: continues at epoch 2 from the full state (weights, optimizer, epoch and iteration counters)
     from ignite.engine import Events
 
-    wf = _workflow(["train.json"], bundle_root=str(trained), datalist=str(data["datalist"]), resume=True,
-                   **dict(TINY, max_epochs=2), **{"train#trainer#epoch_length": 2})
+    wf = _workflow(
+        ["train.json"],
+        bundle_root=str(trained),
+        datalist=str(data["datalist"]),
+        resume=True,
+        **dict(TINY, max_epochs=2),
+        **{"train#trainer#epoch_length": 2},
+    )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     network = wf.parser.get_parsed_content("network")
@@ -346,10 +371,16 @@ def test_multi_gpu_config_wraps_and_splits_handlers(data, tmp_path, monkeypatch)
     logging handlers on rank 0 only (no positional slicing of train.json's lists)."""
     import torch.distributed as dist
     from ignite.handlers import ProgressBar
-    from monai.data import DistributedSampler
-    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardImageHandler, TensorBoardStatsHandler
-    from monai.handlers import ValidationHandler
+
     from monai.bundle import ConfigParser
+    from monai.data import DistributedSampler
+    from monai.handlers import (
+        CheckpointSaver,
+        StatsHandler,
+        TensorBoardImageHandler,
+        TensorBoardStatsHandler,
+        ValidationHandler,
+    )
 
     from common.engines import EpochSeedHandler, LearningRateLogger
 
@@ -358,6 +389,7 @@ def test_multi_gpu_config_wraps_and_splits_handlers(data, tmp_path, monkeypatch)
     monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
+
         def parsed(rank: int) -> ConfigParser:
             monkeypatch.setattr("common.utils.dist.rank", lambda: rank)
             parser = ConfigParser()
@@ -374,8 +406,15 @@ def test_multi_gpu_config_wraps_and_splits_handlers(data, tmp_path, monkeypatch)
         assert isinstance(parser.get_parsed_content("train#dataloader").sampler, DistributedSampler)
         assert isinstance(parser.get_parsed_content("validate#dataloader").sampler, DistributedSampler)
         kinds = [type(h) for h in parser.get_parsed_content("train#trainer#train_handlers")]
-        assert kinds == [EpochSeedHandler, ValidationHandler, ProgressBar, LearningRateLogger, StatsHandler,
-                         TensorBoardStatsHandler, TensorBoardImageHandler]
+        assert kinds == [
+            EpochSeedHandler,
+            ValidationHandler,
+            ProgressBar,
+            LearningRateLogger,
+            StatsHandler,
+            TensorBoardStatsHandler,
+            TensorBoardImageHandler,
+        ]
         val_kinds = [type(h) for h in parser.get_parsed_content("validate#evaluator#val_handlers")]
         assert val_kinds == [StatsHandler, TensorBoardStatsHandler, CheckpointSaver]
 
@@ -393,8 +432,15 @@ def test_multi_gpu_config_wraps_and_splits_handlers(data, tmp_path, monkeypatch)
 
 def test_bf16_autocast_switch_on_cpu(data, tmp_path):
     """``--amp true`` on a CPU runs the training forward pass under bfloat16 autocast; the loss stays float32."""
-    wf = _workflow(["train.json"], bundle_root=str(tmp_path), datalist=str(data["datalist"]), val_interval=100,
-                   amp=True, **TINY, **{"train#trainer#epoch_length": 1})
+    wf = _workflow(
+        ["train.json"],
+        bundle_root=str(tmp_path),
+        datalist=str(data["datalist"]),
+        val_interval=100,
+        amp=True,
+        **TINY,
+        **{"train#trainer#epoch_length": 1},
+    )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.amp and trainer.autocast_device == "cpu" and trainer.amp_dtype == torch.bfloat16
@@ -413,8 +459,13 @@ def test_bf16_autocast_switch_on_cpu(data, tmp_path):
 
 def test_evaluate_writes_brain_and_tumour_metrics(trained, data):
     out = trained / "eval_test"
-    wf = _workflow(["train.json", "evaluate.json"], bundle_root=str(trained), datalist=str(data["datalist"]),
-                   output_dir=str(out), **TINY)
+    wf = _workflow(
+        ["train.json", "evaluate.json"],
+        bundle_root=str(trained),
+        datalist=str(data["datalist"]),
+        output_dir=str(out),
+        **TINY,
+    )
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -447,7 +498,13 @@ def test_inference_geometry_and_units(trained, data):
     # constant de-normalised with the T1's brain percentiles (0, 99.5); outside, 0 (skull-stripped output)
     net = ConstantNet(0.25)
     root = trained / "const"
-    _run_inference(["inference.json"], _infer_overrides(root, data["datalist"], trained / "models" / "model.pt", roi_hw=[16, 16], sw_overlap=[0.5, 0.5, 0.67]), net)
+    _run_inference(
+        ["inference.json"],
+        _infer_overrides(
+            root, data["datalist"], trained / "models" / "model.pt", roi_hw=[16, 16], sw_overlap=[0.5, 0.5, 0.67]
+        ),
+        net,
+    )
     assert net.inputs and tuple(net.inputs[0].shape[2:]) == (16, 16, 3)
     for case in data["test"]:
         out = _assert_same_geometry(_output(root, case["subject"]), case["t1"])
@@ -470,8 +527,13 @@ def test_finetune_stage2_starts_from_stage1(trained, data):
     # stage 2: starts from stage 1's model.pt, lambda = (0.1, 0.1, 10), lr 1e-5, own folder
     stage1 = (models / "model.pt").read_bytes()
     stage1_weights = torch.load(models / "model.pt", weights_only=True)
-    wf = _workflow(["train.json", "finetune_local.json"], bundle_root=str(trained), datalist=str(data["datalist"]),
-                   **TINY, **{"train#trainer#epoch_length": 2})
+    wf = _workflow(
+        ["train.json", "finetune_local.json"],
+        bundle_root=str(trained),
+        datalist=str(data["datalist"]),
+        **TINY,
+        **{"train#trainer#epoch_length": 2},
+    )
     wf.initialize()
     weights = wf.parser.get_parsed_content("g_loss").pixel_weights
     optimizer = wf.parser.get_parsed_content("optimizer")
@@ -532,8 +594,15 @@ def test_training_target_uses_the_t1_map(data):
 def test_local_loss_mask_source(mask_source, data, tmp_path):
     """The label is the target only; the local term reads the T1 ("threshold") or the binary tumour mask
     ("label") from the batch, cropped with image and label."""
-    wf = _workflow(["train.json"], bundle_root=str(tmp_path), datalist=str(data["datalist"]), val_interval=100,
-                   mask_source=mask_source, **TINY, **{"train#trainer#epoch_length": 1})
+    wf = _workflow(
+        ["train.json"],
+        bundle_root=str(tmp_path),
+        datalist=str(data["datalist"]),
+        val_interval=100,
+        mask_source=mask_source,
+        **TINY,
+        **{"train#trainer#epoch_length": 1},
+    )
     wf.initialize()
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -559,15 +628,20 @@ def test_zero_fill_missing_input(trained, data, tmp_path):
     cases = [{k: v for k, v in c.items() if k != "adc"} for c in data["test"]]
     datalist = _write_datalist(tmp_path / "datalist.json", test=cases)
     net = ConstantNet(0.5)
-    _run_inference(["inference.json", "inference_missing.json"], _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"), net)
+    _run_inference(
+        ["inference.json", "inference_missing.json"],
+        _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"),
+        net,
+    )
     x = torch.cat(net.inputs)
     assert x.shape[1] == 3 and torch.all(x[:, 2] == 0) and x[:, 0].abs().max() > 0 and x[:, 1].abs().max() > 0
     for case in cases:
         _assert_same_geometry(_output(tmp_path, case["subject"]), case["t1"])
     # the trained network also runs with the zero-filled input
     root = tmp_path / "trained"
-    _run_inference(["inference.json", "inference_missing.json"],
-                   _infer_overrides(root, datalist, trained / "models" / "model.pt"))
+    _run_inference(
+        ["inference.json", "inference_missing.json"], _infer_overrides(root, datalist, trained / "models" / "model.pt")
+    )
     for case in cases:
         _assert_same_geometry(_output(root, case["subject"]), case["t1"])
 
@@ -576,8 +650,11 @@ def test_zero_fill_ignores_a_listed_missing_file(trained, data, tmp_path):
     """inference_missing.json while the datalist still lists the ADC: the file is ignored and zero-filled."""
     net = ConstantNet(0.5)
     with _Messages("common.transforms.modality") as messages:
-        _run_inference(["inference.json", "inference_missing.json"],
-                       _infer_overrides(tmp_path, data["datalist"], trained / "models" / "model.pt"), net)
+        _run_inference(
+            ["inference.json", "inference_missing.json"],
+            _infer_overrides(tmp_path, data["datalist"], trained / "models" / "model.pt"),
+            net,
+        )
     x = torch.cat(net.inputs)
     assert torch.all(x[:, 2] == 0) and x[:, 1].abs().max() > 0
     for case in data["test"]:
@@ -591,8 +668,15 @@ def test_cascade_synthesizes_missing_inputs(trained, data, tmp_path):
 
     constants = {"t1_to_t2": 0.25, "t1_to_adc": 0.5}
     for name, value in constants.items():
-        net = HRFCN(3, 1, 1, stem_channels=TINY["stem_width"], channels=TINY["channels"], strides=(2, 2, 1),
-                    num_res_blocks=TINY["num_res_blocks"])
+        net = HRFCN(
+            3,
+            1,
+            1,
+            stem_channels=TINY["stem_width"],
+            channels=TINY["channels"],
+            strides=(2, 2, 1),
+            num_res_blocks=TINY["num_res_blocks"],
+        )
         with torch.no_grad():  # a known synthesis: the last 1x1 conv outputs its bias everywhere
             net.head[-1].conv.weight.zero_()
             net.head[-1].conv.bias.fill_(value)
@@ -601,7 +685,11 @@ def test_cascade_synthesizes_missing_inputs(trained, data, tmp_path):
     cases = [{k: c[k] for k in ("subject", "t1", "brain_mask")} for c in data["test"]]
     datalist = _write_datalist(tmp_path / "datalist.json", test=cases)
     net = ConstantNet(0.5)
-    _run_inference(["inference.json", "inference_cascade.json"], _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"), net)
+    _run_inference(
+        ["inference.json", "inference_cascade.json"],
+        _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"),
+        net,
+    )
     x = torch.cat(net.inputs)  # the windows the CE-T1 network saw: [T1, synthetic T2, synthetic ADC]
     brain = x[:, 1] != 0
     assert brain.any() and x[:, 0][brain].abs().max() > 0
@@ -611,10 +699,16 @@ def test_cascade_synthesizes_missing_inputs(trained, data, tmp_path):
         _assert_same_geometry(_output(tmp_path, case["subject"]), case["t1"])
     # one command path with the trained CE-T1 model
     root = tmp_path / "trained"
-    _run_inference(["inference.json", "inference_cascade.json"],
-                   _infer_overrides(root, datalist, trained / "models" / "model.pt",
-                                    t2_ckpt_path=str(tmp_path / "models/t1_to_t2/model.pt"),
-                                    adc_ckpt_path=str(tmp_path / "models/t1_to_adc/model.pt")))
+    _run_inference(
+        ["inference.json", "inference_cascade.json"],
+        _infer_overrides(
+            root,
+            datalist,
+            trained / "models" / "model.pt",
+            t2_ckpt_path=str(tmp_path / "models/t1_to_t2/model.pt"),
+            adc_ckpt_path=str(tmp_path / "models/t1_to_adc/model.pt"),
+        ),
+    )
     for case in cases:
         _assert_same_geometry(_output(root, case["subject"]), case["t1"])
 
@@ -626,12 +720,17 @@ def test_cascade_uses_real_images_where_present(trained, data, tmp_path):
 
     _constant_cascade_models(tmp_path)
     with_t2, without = data["test"]
-    cases = [{k: with_t2[k] for k in ("subject", "t1", "t2", "brain_mask")},
-             {k: without[k] for k in ("subject", "t1", "brain_mask")}]
+    cases = [
+        {k: with_t2[k] for k in ("subject", "t1", "t2", "brain_mask")},
+        {k: without[k] for k in ("subject", "t1", "brain_mask")},
+    ]
     datalist = _write_datalist(tmp_path / "datalist.json", test=cases)
     net = ConstantNet(0.5)
-    wf = _workflow(["inference.json", "inference_cascade.json"], workflow_type="infer",
-                   **_infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"))
+    wf = _workflow(
+        ["inference.json", "inference_cascade.json"],
+        workflow_type="infer",
+        **_infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"),
+    )
     with _Messages("common.transforms.modality") as messages:
         wf.initialize()
         evaluator = wf.parser.get_parsed_content("evaluator")
@@ -640,7 +739,7 @@ def test_cascade_uses_real_images_where_present(trained, data, tmp_path):
         evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: marks.append(len(net.inputs)))
         wf.run()
         wf.finalize()
-    first, second = torch.cat(net.inputs[: marks[0]]), torch.cat(net.inputs[marks[0]:])
+    first, second = torch.cat(net.inputs[: marks[0]]), torch.cat(net.inputs[marks[0] :])
     for x in (first, second):
         brain = x[:, 2] != 0
         assert brain.any() and torch.all(x[:, 2][brain] == 0.5)  # ADC synthesized for both
@@ -658,8 +757,13 @@ def test_cascade_uses_real_images_where_present(trained, data, tmp_path):
 def test_cascade_models_trained_by_the_bundle_feed_inference(trained, data, tmp_path):
     """train_t1_to_t2.json / train_t1_to_adc.json write the models inference_cascade.json loads, end to end."""
     for name in ("t1_to_t2", "t1_to_adc"):
-        wf = _workflow(["train.json", f"train_{name}.json"], bundle_root=str(tmp_path), datalist=str(data["datalist"]),
-                       **TINY, **{"train#trainer#epoch_length": 1})
+        wf = _workflow(
+            ["train.json", f"train_{name}.json"],
+            bundle_root=str(tmp_path),
+            datalist=str(data["datalist"]),
+            **TINY,
+            **{"train#trainer#epoch_length": 1},
+        )
         wf.initialize()
         wf.run()
         wf.finalize()
@@ -667,8 +771,11 @@ def test_cascade_models_trained_by_the_bundle_feed_inference(trained, data, tmp_
     cases = [{k: c[k] for k in ("subject", "t1", "brain_mask")} for c in data["test"]]
     datalist = _write_datalist(tmp_path / "datalist.json", test=cases)
     net = ConstantNet(0.5)
-    _run_inference(["inference.json", "inference_cascade.json"],
-                   _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"), net)
+    _run_inference(
+        ["inference.json", "inference_cascade.json"],
+        _infer_overrides(tmp_path, datalist, trained / "models" / "model.pt"),
+        net,
+    )
     x = torch.cat(net.inputs)
     brain = x[:, 0] != 0
     assert torch.isfinite(x).all() and x[:, 1][brain].std() > 0 and x[:, 2][brain].std() > 0  # real syntheses
@@ -708,8 +815,14 @@ ABLATIONS = {
 def test_ablation_builds_and_trains_one_iteration(name, data, tmp_path):
     assert sorted(p.name for p in (CONFIGS / "ablations").glob("*.json")) == sorted(ABLATIONS)
     validate = "2d" in name  # the 2D variants also validate: SliceInferer over whole volumes, val_psnr
-    wf = _workflow(["train.json", f"ablations/{name}"], bundle_root=str(tmp_path), datalist=str(data["datalist"]),
-                   val_interval=1 if validate else 100, **TINY, **{"train#trainer#epoch_length": 1})
+    wf = _workflow(
+        ["train.json", f"ablations/{name}"],
+        bundle_root=str(tmp_path),
+        datalist=str(data["datalist"]),
+        val_interval=1 if validate else 100,
+        **TINY,
+        **{"train#trainer#epoch_length": 1},
+    )
     wf.initialize()
     net = wf.parser.get_parsed_content("network")
     kind, attrs = ABLATIONS[name]
@@ -725,7 +838,9 @@ def test_ablation_builds_and_trains_one_iteration(name, data, tmp_path):
     wf.run()  # one iteration; that every override trains and checkpoints is also a contract test
     trainer = wf.parser.get_parsed_content("train#trainer")
     batch = trainer.state.batch[0]["image"]  # decollated: one dict per sample
-    assert batch.ndim == (3 if "2d" in name else 4) and batch.shape[0] == len(wf.parser.get_parsed_content("source_keys"))
+    assert batch.ndim == (3 if "2d" in name else 4) and batch.shape[0] == len(
+        wf.parser.get_parsed_content("source_keys")
+    )
     if validate:
         assert math.isfinite(wf.parser.get_parsed_content("validate#evaluator").state.metrics["val_psnr"])
     wf.finalize()
@@ -743,8 +858,14 @@ def test_sweep_files_are_the_papers_grids():
 
 @pytest.mark.parametrize("name", SWEEPS)
 def test_sweep_sets_the_loss_and_trains_one_iteration(name, data, tmp_path):
-    wf = _workflow(["train.json", f"sweeps/{name}"], bundle_root=str(tmp_path), datalist=str(data["datalist"]),
-                   val_interval=100, **TINY, **{"train#trainer#epoch_length": 1})
+    wf = _workflow(
+        ["train.json", f"sweeps/{name}"],
+        bundle_root=str(tmp_path),
+        datalist=str(data["datalist"]),
+        val_interval=100,
+        **TINY,
+        **{"train#trainer#epoch_length": 1},
+    )
     wf.initialize()
     loss = wf.parser.get_parsed_content("g_loss")
     spec = json.loads((CONFIGS / "sweeps" / name).read_text())

@@ -13,13 +13,22 @@ import numpy as np
 import pytest
 
 from common.data.phantom import (
-    DEFAULT_SEQUENCES, IMAGE_KEYS, MASK_KEYS, TISSUE_LABELS, TISSUE_PARAMETERS, MRSequences, generate_dataset,
-    generate_subject, subject_seed, write_subject,
+    DEFAULT_SEQUENCES,
+    IMAGE_KEYS,
+    MASK_KEYS,
+    TISSUE_LABELS,
+    TISSUE_PARAMETERS,
+    MRSequences,
+    generate_dataset,
+    generate_subject,
+    subject_seed,
+    write_subject,
 )
 
 CODE = {name: code for code, name in TISSUE_LABELS.items()}
-CSF, GM, WM, DEEP_GM, VESSEL, BONE = (CODE[n] for n in ("csf", "grey_matter", "white_matter", "deep_grey_matter",
-                                                         "vessel", "bone"))
+CSF, GM, WM, DEEP_GM, VESSEL, BONE = (
+    CODE[n] for n in ("csf", "grey_matter", "white_matter", "deep_grey_matter", "vessel", "bone")
+)
 NECROSIS, EDEMA, ENHANCING = CODE["necrotic_core"], CODE["edema"], CODE["enhancing_tumor"]
 
 SHAPE, SPACING = (48, 56, 48), (2.0, 2.0, 2.0)
@@ -37,8 +46,10 @@ def clean():
 def datasets(tmp_path_factory):
     """Two data sets with the same seed (in-process and with 2 worker processes) and one with another seed."""
     root = tmp_path_factory.mktemp("phantom")
-    return {name: generate_dataset(root / name, 3, SMALL, SMALL_SPACING, seed, num_workers=workers)
-            for name, seed, workers in (("a", 5, 1), ("b", 5, 2), ("c", 6, 1))}
+    return {
+        name: generate_dataset(root / name, 3, SMALL, SMALL_SPACING, seed, num_workers=workers)
+        for name, seed, workers in (("a", 5, 1), ("b", 5, 2), ("c", 6, 1))
+    }
 
 
 def _mean(subject, key, code):
@@ -70,8 +81,7 @@ def test_csf_brightest_in_t2_darkest_in_flair(clean):
 
 
 def test_contrast_enhancement_only_where_gadolinium(clean):
-    t1, t1ce, gd, labels = (clean.volumes["t1"], clean.volumes["t1ce"], clean.gd_concentration,
-                            clean.volumes["labels"])
+    t1, t1ce, gd, labels = (clean.volumes["t1"], clean.volumes["t1ce"], clean.gd_concentration, clean.volumes["labels"])
     enhancing = labels == ENHANCING
     assert enhancing.sum() > 10
     assert np.all(t1ce[enhancing] > 1.2 * t1[enhancing])
@@ -106,23 +116,41 @@ def test_masks_and_labels(clean):
 
 
 def test_known_answer_without_randomness():
-    kwargs = dict(noise_level=0.0, ct_noise_hu=0.0, bias_strength=0.0, intensity_jitter=0.0, param_jitter=0.0,
-                  texture_strength=0.0, num_tumors=0)
+    kwargs = dict(
+        noise_level=0.0,
+        ct_noise_hu=0.0,
+        bias_strength=0.0,
+        intensity_jitter=0.0,
+        param_jitter=0.0,
+        texture_strength=0.0,
+        num_tumors=0,
+    )
     subject = generate_subject(SHAPE, SPACING, seed=2, **kwargs)
     pure_wm, pure_csf = subject.fractions[WM] == 1, subject.fractions[CSF] == 1
     assert pure_wm.sum() > 100 and pure_csf.sum() > 10
     seq, wm, csf = DEFAULT_SEQUENCES, TISSUE_PARAMETERS[WM], TISSUE_PARAMETERS[CSF]
     for key in ("t1", "t2", "flair"):  # each series' gain puts white matter at 1000
         np.testing.assert_allclose(subject.volumes[key][pure_wm], 1000.0, rtol=1e-5)
-    np.testing.assert_allclose(subject.volumes["t2"][pure_csf],
-                               1000.0 * seq.t2w(csf.pd, csf.t1, csf.t2) / seq.t2w(wm.pd, wm.t1, wm.t2), rtol=1e-5)
+    np.testing.assert_allclose(
+        subject.volumes["t2"][pure_csf],
+        1000.0 * seq.t2w(csf.pd, csf.t1, csf.t2) / seq.t2w(wm.pd, wm.t1, wm.t2),
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(subject.volumes["ct"][pure_wm], wm.ct, atol=1e-3)
 
 
 def test_noise_and_misregistration_knobs(clean):
     noisy = generate_subject(SHAPE, SPACING, seed=3, num_tumors=2)
-    moved = generate_subject(SHAPE, SPACING, seed=3, num_tumors=2, noise_level=0.0, ct_noise_hu=0.0,
-                             misregistration_mm=2.0, misregistration_deg=3.0)
+    moved = generate_subject(
+        SHAPE,
+        SPACING,
+        seed=3,
+        num_tumors=2,
+        noise_level=0.0,
+        ct_noise_hu=0.0,
+        misregistration_mm=2.0,
+        misregistration_deg=3.0,
+    )
     background = clean.fractions[0] == 1  # pure air
     assert np.all(clean.volumes["t1"][background] == 0)  # noise off: black air
     assert 20 < noisy.volumes["t1"][background].mean() < 60  # Rician floor ~ 1.25 x 3 % of white matter
@@ -132,9 +160,13 @@ def test_noise_and_misregistration_knobs(clean):
 
 
 def test_invalid_arguments(tmp_path):
-    for kwargs, name in (({"shape": (0, 56, 48)}, "shape"), ({"shape": (48, 56)}, "shape"),
-                         ({"spacing": (1.0, -1.0, 1.0)}, "spacing"), ({"num_tumors": (3, 1)}, "num_tumors"),
-                         ({"noise_level": -0.1}, "noise_level")):
+    for kwargs, name in (
+        ({"shape": (0, 56, 48)}, "shape"),
+        ({"shape": (48, 56)}, "shape"),
+        ({"spacing": (1.0, -1.0, 1.0)}, "spacing"),
+        ({"num_tumors": (3, 1)}, "num_tumors"),
+        ({"noise_level": -0.1}, "noise_level"),
+    ):
         with pytest.raises(ValueError, match=name):
             generate_subject(**kwargs)
     with pytest.raises(ValueError, match="num_subjects"):
@@ -193,12 +225,19 @@ def test_cli_writes_what_it_says(tmp_path, capsys):
     out = tmp_path / "demo"
     returned = script.main(output_dir=str(out), num_subjects=3, shape=[32, 40, 32], spacing=[3, 3, 3], seed=1)
     line = capsys.readouterr().out.strip()
-    match = re.fullmatch(r"(\d+) phantom subjects \((\d+) training / (\d+) validation / (\d+) test\) "
-                         r"written in [\d.]+ s; datalist: (.+)", line)
+    match = re.fullmatch(
+        r"(\d+) phantom subjects \((\d+) training / (\d+) validation / (\d+) test\) "
+        r"written in [\d.]+ s; datalist: (.+)",
+        line,
+    )
     assert match and match.group(5) == str(returned) == str(out.absolute() / "datalist.json")
     data = json.loads(returned.read_text())
-    assert [int(g) for g in match.groups()[:4]] == [3, len(data["training"]), len(data["validation"]),
-                                                    len(data["test"])]
+    assert [int(g) for g in match.groups()[:4]] == [
+        3,
+        len(data["training"]),
+        len(data["validation"]),
+        len(data["test"]),
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "phantom_000", "phantom_001", "phantom_002"]
     assert nib.load(out / "phantom_002" / "ct.nii.gz").header.get_zooms() == (3.0, 3.0, 3.0)
     assert script.cli(["--output_dir", str(tmp_path / "bad"), "--shape", "[0,40,32]"]) == 2

@@ -49,8 +49,12 @@ def _brats_tree(root: Path, release: str) -> dict[str, str]:
             _nii(root / sid / f"{sid}{sep}{suffix}.nii.gz", shape, affine)
     (root / "notes").mkdir()
     _nii(root / "notes" / "atlas.nii.gz")  # follows no naming: ignored
-    return {"missing": pattern.format(6), "affine": pattern.format(7), "shape": pattern.format(8),
-            "good": [pattern.format(i) for i in range(6)]}
+    return {
+        "missing": pattern.format(6),
+        "affine": pattern.format(7),
+        "shape": pattern.format(8),
+        "good": [pattern.format(i) for i in range(6)],
+    }
 
 
 def _load(path: Path) -> dict:
@@ -142,17 +146,27 @@ def test_brats_duplicates_unreadable_and_errors(tmp_path):
 def _ixi_tree(t1_dir: Path, t2_dir: Path, pd_dir: Path) -> None:
     """Subjects from three sites; T1 on its own grid as in the released data."""
     t1_grid = np.array([[0, 0, -1.2, 90], [1, 0, 0, -120], [0, 1, 0, -120], [0, 0, 0, 1]], float)
-    subjects = {"IXI002": ("Guys", "0828"), "IXI012": ("HH", "1211"), "IXI035": ("IOP", "0873"),
-                "IXI101": ("HH", "1234"), "IXI200": ("Guys", "0100"), "IXI050": ("HH", "0999"),
-                "IXI060": ("IOP", "0555"), "IXI070": ("Guys", "0777")}
+    subjects = {
+        "IXI002": ("Guys", "0828"),
+        "IXI012": ("HH", "1211"),
+        "IXI035": ("IOP", "0873"),
+        "IXI101": ("HH", "1234"),
+        "IXI200": ("Guys", "0100"),
+        "IXI050": ("HH", "0999"),
+        "IXI060": ("IOP", "0555"),
+        "IXI070": ("Guys", "0777"),
+    }
     for sid, (site, series) in subjects.items():
         name = f"{sid}-{site}-{series}"
         _nii(t1_dir / f"{name}-T1.nii.gz", (4, 4, 6), t1_grid)
         _nii(t2_dir / f"{name}-T2.nii.gz")
         if sid == "IXI050":
             continue  # no PD
-        _nii(pd_dir / f"{name}-PD.nii.gz", (4, 5, 4) if sid == "IXI070" else (4, 4, 4),
-             SHIFTED if sid == "IXI060" else None)
+        _nii(
+            pd_dir / f"{name}-PD.nii.gz",
+            (4, 5, 4) if sid == "IXI070" else (4, 4, 4),
+            SHIFTED if sid == "IXI060" else None,
+        )
     _nii(t1_dir / "IXI002-Guys-0828-MRA.nii.gz")  # other IXI modalities are ignored
     _nii(t2_dir / "IXI080-Guys-0800-T2.nii.gz")
     _nii(pd_dir / "IXI080-HH-0800-PD.nii.gz")  # same id, different site
@@ -207,8 +221,9 @@ def test_synthrad_both_regions_and_roots(tmp_path):
     assert report.missing == {"1BA005": ["ct"]}
     assert report.mismatched["1PA005"][0].startswith("affine: brain_mask differs from mr")
     assert report.mismatched["1PA006"] == ["shape: ct (4, 4, 3) != mr (4, 4, 4)"]
-    data = _assert_datalist(tmp_path / "synthrad" / "datalist.json", report.included,
-                            set(SYNTHRAD_KEYS), {"subject", "region"})
+    data = _assert_datalist(
+        tmp_path / "synthrad" / "datalist.json", report.included, set(SYNTHRAD_KEYS), {"subject", "region"}
+    )
     regions = {e["subject"]: e["region"] for n in SPLITS for e in data[n]}
     assert regions == {**{s: "brain" for s in brain}, **{s: "pelvis" for s in pelvis}}
     entry = next(e for n in SPLITS for e in data[n] if e["subject"] == "1PA002")

@@ -184,8 +184,10 @@ def test_checkpoint_valid_files_pass(tmp_path):
         (lambda p: None, "does not exist"),
         (lambda p: torch.save({"model": _state_dict()}, p), r"no \['optimizer'\] entries"),
         (lambda p: torch.save({"model": _state_dict(), "optimizer": 3}, p), r"\['optimizer'\] entries are not state"),
-        (lambda p: torch.save({"model": {"w": torch.tensor([1.0, float("nan")])}, "optimizer": {}}, p),
-         "tensor 'model.w' has 1 NaN/Inf"),
+        (
+            lambda p: torch.save({"model": {"w": torch.tensor([1.0, float("nan")])}, "optimizer": {}}, p),
+            "tensor 'model.w' has 1 NaN/Inf",
+        ),
         (lambda p: torch.save([torch.ones(1)], p), "holds a list"),
         (
             lambda p: torch.save({"model": _state_dict(), "optimizer": {"x": _Unpicklable()}}, p),

@@ -76,8 +76,17 @@ def _trainer(
         "ls": DiscriminatorSpec(d_uncond, opt_uncond, DiscriminatorLoss("lsgan"), steps=ls_steps, conditional=False),
     }
     trainer = PairedGanTrainer(
-        "cpu", epochs, loader, g, g_opt, _g_loss(pixel_weight), discs, amp=amp, train_handlers=list(handlers),
-        check_finite=check_finite, g_lr_scheduler=g_sched,
+        "cpu",
+        epochs,
+        loader,
+        g,
+        g_opt,
+        _g_loss(pixel_weight),
+        discs,
+        amp=amp,
+        train_handlers=list(handlers),
+        check_finite=check_finite,
+        g_lr_scheduler=g_sched,
     )
     EpochSeedHandler(seed, [ds]).attach(trainer)
     return trainer

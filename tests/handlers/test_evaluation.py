@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
+from PIL import Image
+
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
-from PIL import Image
 
 from common.handlers.evaluation import FigureGridSaver, RegressionEvaluationSaver, case_name
 from common.metrics.regression import compute_regression_metrics
@@ -39,16 +40,16 @@ def _cases(n: int = 3) -> list[dict]:
         tumor = torch.zeros_like(image)
         if i != 2:  # the last case has an empty tumour mask
             tumor[:, 5:9, 6:10, 5 + i : 8 + i] = 1
-        cases.append(
-            {"image": image, "label": label, "brain_mask": brain, "tumor_mask": tumor, "subject": f"sub-{i}"}
-        )
+        cases.append({"image": image, "label": label, "brain_mask": brain, "tumor_mask": tumor, "subject": f"sub-{i}"})
     return cases
 
 
 def _evaluate(cases, handlers, batch_size=2):
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=DataLoader(Dataset(cases), batch_size=batch_size),
-        network=Shift(), val_handlers=handlers,
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(Dataset(cases), batch_size=batch_size),
+        network=Shift(),
+        val_handlers=handlers,
     )
     evaluator.run()
     return evaluator
@@ -71,9 +72,7 @@ def _strict_json(path):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    saver = RegressionEvaluationSaver(
-        str(out), regions=REGIONS, slice_metrics={"psnr_tumor_slices": ("tumor_mask", 2)}
-    )
+    saver = RegressionEvaluationSaver(str(out), regions=REGIONS, slice_metrics={"psnr_tumor_slices": ("tumor_mask", 2)})
     grid = FigureGridSaver(str(out), input_keys=["image"], num_cases=2, figure_kwargs={"zoom": 2, "pad": 3})
     cases = _cases()
     with pytest.warns(UserWarning, match="sub-2.*tumor_mask.*empty"):
@@ -85,8 +84,12 @@ def test_csv_rows_equal_the_per_case_function(evaluated):
     out, cases, _ = evaluated
     header, rows = _read_csv(out / "metrics.csv")
     metric_names = ["mae", "mse", "psnr", "ssim"]
-    assert header == ["case", *metric_names, *(f"{m}_{r}" for r in ("brain", "tumor") for m in metric_names),
-                      "psnr_tumor_slices"]
+    assert header == [
+        "case",
+        *metric_names,
+        *(f"{m}_{r}" for r in ("brain", "tumor") for m in metric_names),
+        "psnr_tumor_slices",
+    ]
     assert [r[0] for r in rows] == ["sub-0", "sub-1", "sub-2"]
     for case, row in zip(cases, rows):
         pred = Shift()(case["image"][None])[0]
@@ -148,8 +151,12 @@ def test_batched_output_of_a_plain_engine_identical_pred_and_item_transform(tmp_
 
     engine = Engine(step)
     saver = RegressionEvaluationSaver(
-        str(tmp_path), regions={"tumor": "tumor_mask"}, metrics=("mae", "psnr"), region_metrics=("mae",),
-        item_transform=lambda d: {**d, "pred": d["pred"] + 1.0}, state_metrics_prefix="val_",
+        str(tmp_path),
+        regions={"tumor": "tumor_mask"},
+        metrics=("mae", "psnr"),
+        region_metrics=("mae",),
+        item_transform=lambda d: {**d, "pred": d["pred"] + 1.0},
+        state_metrics_prefix="val_",
     )
     saver.attach(engine)
     engine.run([batch], max_epochs=1)

@@ -18,7 +18,11 @@ def _valid_net(spatial_dims):
 
 @pytest.mark.parametrize(
     "spatial_dims,shape,roi,out,overlap",
-    [(2, (23, 30), (16, 16), (8, 8), 0.5), (3, (13, 17, 11), (12, 12, 12), (4, 4, 4), 0.25), (3, (20, 9, 16), (16, 16, 16), (8, 8, 8), 0.0)],
+    [
+        (2, (23, 30), (16, 16), (8, 8), 0.5),
+        (3, (13, 17, 11), (12, 12, 12), (4, 4, 4), 0.25),
+        (3, (20, 9, 16), (16, 16, 16), (8, 8, 8), 0.0),
+    ],
 )
 def test_stitched_equals_whole_volume(spatial_dims, shape, roi, out, overlap):
     net = _valid_net(spatial_dims)

@@ -86,8 +86,11 @@ def _config_loss(lam, delta=0.1, slice_axis=-1, key="t1", mask=False, win_size=1
     """Eq. (1) spelled out as in bundles/hrfcn_contrast_t1/configs/train.json."""
     local = LocalLossTerm(**({"mask_key": key} if mask else {"reference_key": key}), delta=delta)
     return PairedGeneratorLoss(
-        pixel_losses={"mae": torch.nn.L1Loss(), "ssim": SliceSSIMLoss(slice_axis=slice_axis, win_size=win_size),
-                      "local": local},
+        pixel_losses={
+            "mae": torch.nn.L1Loss(),
+            "ssim": SliceSSIMLoss(slice_axis=slice_axis, win_size=win_size),
+            "local": local,
+        },
         pixel_weights={"mae": lam[0], "ssim": lam[1], "local": lam[2]},
     )
 
@@ -127,6 +130,7 @@ def test_reductions_are_consistent(spatial):
     pred, target, ref = (torch.rand(3, 1, *spatial) for _ in range(3))
     batch = {"t1": ref}
     for make in (lambda r: SliceSSIMLoss(reduction=r), lambda r: LocalLossTerm(reference_key="t1", reduction=r)):
+
         def call(loss):
             if isinstance(loss, LocalLossTerm):
                 return loss(pred, target, fake_outputs={}, batch=batch)

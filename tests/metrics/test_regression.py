@@ -194,7 +194,9 @@ def test_cumulative_metrics_match_per_case_function(dims):
     mask[:3, :, 2:12, 2:12] = 1  # item 3 has an empty mask -> NaN, ignored by aggregate()
     per_case = [compute_regression_metrics(y_pred[b], y[b], mask[b], data_range=1.0) for b in range(4)]
     metrics = {
-        "mae": MaskedMAEMetric(), "mse": MaskedMSEMetric(), "psnr": MaskedPSNRMetric(data_range=1.0),
+        "mae": MaskedMAEMetric(),
+        "mse": MaskedMSEMetric(),
+        "psnr": MaskedPSNRMetric(data_range=1.0),
         "ssim": MaskedSSIMMetric(data_range=1.0),
     }
     for name, metric in metrics.items():
@@ -209,3 +211,27 @@ def test_cumulative_metrics_match_per_case_function(dims):
         assert metric.get_buffer().shape == (4, 1) and not torch.isnan(metric.get_buffer()).any()
     with pytest.raises(ValueError, match="data_range"):
         MaskedPSNRMetric(data_range="peak")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_region_metrics_take_the_peak_from_the_whole_target(dims):
+    """Region PSNR/SSIM take their peak from the whole target, not from the values inside the region.
+
+    Known answer: target 0 outside a cube and 100 inside except one voxel at 0, so the whole target spans
+    [0, 100] while the region (outside the cube, values 0) has range 0 inside itself; pred = target + 1 in the
+    region. PSNR over the region must be 10 log10(100^2 / 1) = 40 dB (peak from the target), not NaN or inf
+    (peak from the region's own range).
+    """
+    shape = (1,) + (24,) * dims  # larger than the 11-voxel SSIM window
+    target = torch.zeros(shape)
+    inner = (slice(None),) + (slice(3, 9),) * dims
+    target[inner] = 100.0
+    mask = torch.ones(shape)
+    mask[inner] = 0.0
+    pred = target + mask  # error 1 everywhere in the region, 0 in the cube
+    out = compute_regression_metrics(pred, target, mask, data_range="target_range", metrics=("psnr", "ssim"))
+    assert out["psnr"] == pytest.approx(40.0, abs=1e-6)
+    # SSIM's constants use L = 100 too: with L = the region's range (0) the value would be NaN
+    assert math.isfinite(out["ssim"]) and 0.0 < out["ssim"] <= 1.0
+    ratio = compute_regression_metrics(pred, target, mask, data_range="target_max", metrics=("psnr",))["psnr"]
+    assert ratio == pytest.approx(40.0, abs=1e-6)

@@ -117,6 +117,7 @@ def test_ablation_parameter_relations():
     assert len(nets["B"].stage3.units) == len(nets["B"].stage4.units) == 1
     # Model-C: no full-resolution branch
     assert nets["C"].stage2.to_full is None and len(nets["C"].stage4.units) == 2
+
     # Model-D: no down-sampling convs in stages 3-4 (full model: D2 + D4 in stage 3, D2 + D4 + D2 in stage 4)
     def strided(m):
         return sum(1 for x in m.modules() if isinstance(x, torch.nn.Conv3d) and max(x.stride) > 1)

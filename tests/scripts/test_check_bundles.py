@@ -24,9 +24,10 @@ check_bundles = _load("check_bundles")
 def test_pinned_versions_match_requirements():
     pins = check_bundles.pinned_versions()
     assert pins["torch"] == "2.13.0" and pins["monai"] == "1.6.1"
-    import monai
     import numpy
     import torch
+
+    import monai
 
     assert monai.__version__ == pins["monai"]
     assert torch.__version__.split("+")[0] == pins["torch"]

@@ -17,8 +17,17 @@ sys.path.insert(0, str(REPO / "scripts"))
 import check_bundles  # noqa: E402
 from new_bundle import new_bundle  # noqa: E402
 
-TINY = {"features": [4, 4, 4, 4, 4, 4], "d_channels": 4, "d_num_layers": 3, "patch_size": [32, 32, 32],
-        "samples_per_volume": 1, "batch_size": 1, "max_epochs": 1, "num_workers": 0, "sw_batch_size": 8}  # fmt: skip
+TINY = {
+    "features": [4, 4, 4, 4, 4, 4],
+    "d_channels": 4,
+    "d_num_layers": 3,
+    "patch_size": [32, 32, 32],
+    "samples_per_volume": 1,
+    "batch_size": 1,
+    "max_epochs": 1,
+    "num_workers": 0,
+    "sw_batch_size": 8,
+}
 
 
 @pytest.mark.parametrize("kind", ["gan", "supervised"])
@@ -32,8 +41,14 @@ def test_skeleton_trains_and_infers(kind, tiny_phantom, tmp_path):
 
     common = {"bundle_root": str(bundle), "dataset_dir": tiny_phantom}
     tiny = dict(TINY) if kind == "gan" else {k: v for k, v in TINY.items() if not k.startswith("d_")}
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), meta_file=str(bundle / "configs" / "metadata.json"),
-                        logging_file=False, workflow_type="train", **common, **tiny)  # fmt: skip
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **common,
+        **tiny,
+    )
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -45,8 +60,15 @@ def test_skeleton_trains_and_infers(kind, tiny_phantom, tmp_path):
     assert {"model", "optimizer", "trainer", "best_model"} <= set(ckpt) and ("d_patch" in ckpt) == (kind == "gan")
 
     infer_tiny = {k: tiny[k] for k in ("features", "patch_size", "sw_batch_size", "num_workers")}
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), meta_file=str(bundle / "configs" / "metadata.json"),
-                        logging_file=False, workflow_type="infer", output_dir=str(tmp_path / "out"), **common, **infer_tiny)  # fmt: skip
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        output_dir=str(tmp_path / "out"),
+        **common,
+        **infer_tiny,
+    )
     wf.initialize()
     wf.run()
     wf.finalize()

@@ -14,14 +14,19 @@ def _load(name):
 
 
 def _row(report: str, key: str) -> list[float]:
-    line = next(l for l in report.splitlines() if l.startswith(f"| {key} |"))
+    line = next(row for row in report.splitlines() if row.startswith(f"| {key} |"))
     return [float(v) for v in line.strip("|").split("|")[1:]]
 
 
 def test_data_only_report(tiny_phantom, tmp_path):
     run_demo = _load("run_demo")
     out = tmp_path / "out"
-    assert run_demo.main(["--data_dir", tiny_phantom, "--out", str(out), "--num_subjects", "6", "--shape", "32,40,24", "--bundles"]) == 0
+    assert (
+        run_demo.main(
+            ["--data_dir", tiny_phantom, "--out", str(out), "--num_subjects", "6", "--shape", "32,40,24", "--bundles"]
+        )
+        == 0
+    )
     report = (out / "report.md").read_text()
     assert "6 subjects (3 training / 1 validation / 2 test)" in report
     assert "No bundle is present yet" not in report or "only the data" in report

@@ -16,7 +16,9 @@ def test_scale_and_invert_round_trip(shape):
     tgt = src * 1.5
     mask = torch.zeros(shape)
     mask[:, 2:5] = 1
-    d = ReferenceIntensityScaled(["src", "tgt"], "src", 0, 100, -1.0, 1.0, mask_key="mask")({"src": src, "tgt": tgt, "mask": mask})
+    d = ReferenceIntensityScaled(["src", "tgt"], "src", 0, 100, -1.0, 1.0, mask_key="mask")(
+        {"src": src, "tgt": tgt, "mask": mask}
+    )
     inside = src[mask > 0]
     lo, hi = float(inside.min()), float(inside.max())
     assert torch.allclose(d["src_scale"], torch.tensor([lo, hi], dtype=torch.float64))

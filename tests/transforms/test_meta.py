@@ -21,8 +21,15 @@ def test_saved_as_case_folder_and_name(tmp_path, subject, expected):
         d["subject"] = subject
     d = SetCaseNamed("image")(LoadImaged("image", ensure_channel_first=True)(d))
     out = tmp_path / "out"
-    SaveImaged("image", output_dir=str(out), output_postfix="synth", separate_folder=True, resample=False,
-               output_name_formatter=case_name_formatter, print_log=False)(d)
+    SaveImaged(
+        "image",
+        output_dir=str(out),
+        output_postfix="synth",
+        separate_folder=True,
+        resample=False,
+        output_name_formatter=case_name_formatter,
+        print_log=False,
+    )(d)
     path = out / expected / f"{expected}_synth.nii.gz"
     assert path.exists()
     assert np.allclose(nib.load(str(path)).affine, affine, atol=1e-5)
@@ -46,8 +53,15 @@ def test_case_folders_without_subject_do_not_overwrite(tmp_path):
     assign_case_names(cases, "image")
     out = tmp_path / "out"
     load, name = LoadImaged("image", ensure_channel_first=True), SetCaseNamed("image")
-    save = SaveImaged("image", output_dir=str(out), output_postfix="synth", separate_folder=True, resample=False,
-                      output_name_formatter=case_name_formatter, print_log=False)
+    save = SaveImaged(
+        "image",
+        output_dir=str(out),
+        output_postfix="synth",
+        separate_folder=True,
+        resample=False,
+        output_name_formatter=case_name_formatter,
+        print_log=False,
+    )
     for case in cases:
         save(name(load(case)))
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))

@@ -61,7 +61,9 @@ def test_modality_intensity_scaled_shares_and_separates_maps():
 def test_modality_intensity_scaled_missing_reference():
     d = _data()
     del d["t1ce"]
-    t = ModalityIntensityScaled(["t1", "t1ce"], reference_keys={"t1ce": "t1ce"}, mask_key="mask", allow_missing_keys=True)
+    t = ModalityIntensityScaled(
+        ["t1", "t1ce"], reference_keys={"t1ce": "t1ce"}, mask_key="mask", allow_missing_keys=True
+    )
     out = t(d)  # the target (its own reference) is absent at inference: skipped
     assert "t1_scale" in out and "t1ce_scale" not in out
     with pytest.raises(KeyError, match="t1ce"):
@@ -102,8 +104,9 @@ def test_synthesize_modality(tmp_path, wrapped):
     state = {"scale": torch.tensor(2.0), "shift": torch.tensor(1.0)}
     torch.save({"model": state} if wrapped else state, path)
     inferer = SlidingWindowInferer(roi_size=(8, 8, 3), overlap=0.5, mode="gaussian")
-    t = SynthesizeModalityd("t2", source_keys=["t1"], network=_Affine(), inferer=inferer, weights=str(path),
-                            pad_divisor=(4, 4, 1))
+    t = SynthesizeModalityd(
+        "t2", source_keys=["t1"], network=_Affine(), inferer=inferer, weights=str(path), pad_divisor=(4, 4, 1)
+    )
     out = t(d)
     assert isinstance(out["t2"], MetaTensor) and out["t2"].shape == d["t1"].shape
     torch.testing.assert_close(out["t2"].as_tensor(), (2 * d["t1"] + 1).as_tensor(), rtol=1e-5, atol=1e-3)
