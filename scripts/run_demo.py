@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common.data.phantom import IMAGE_KEYS, generate_dataset  # noqa: E402
+from common.data.phantom import generate_dataset  # noqa: E402
+from common.data.phantom_physics import IMAGE_KEYS  # noqa: E402
 from common.utils.figures import window_to_uint8  # noqa: E402
 
 log = logging.getLogger("run_demo")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from .evaluation import FigureGridSaver, RegressionEvaluationSaver, case_items, case_name
+from .cases import case_items, case_name
+from .evaluation import RegressionEvaluationSaver
+from .figure_grid import FigureGridSaver
 
 __all__ = ["FigureGridSaver", "RegressionEvaluationSaver", "case_items", "case_name"]

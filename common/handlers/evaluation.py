@@ -1,15 +1,12 @@
-"""Ignite handlers writing the evaluation outputs of every bundle (bundle contract, section 5).
+"""Ignite handler writing the per-case regression evaluation of every bundle (bundle contract, section 5).
 
-- :class:`RegressionEvaluationSaver`: per-case MAE / MSE / PSNR / SSIM over the whole image and inside
-  region masks (brain, tumour), optional slice metrics (PSNR on the slices that contain tumour, AMCGAN),
-  written as ``metrics.csv`` (one row per case), ``summary.json`` and ``summary.md`` (mean ± std, count).
-- :class:`FigureGridSaver`: ``figure_grid.png`` of the first cases (inputs | synthesized | target | error).
-
-Both read each case from the engine's state after an iteration: MONAI evaluators decollate
-``engine.state.batch`` and ``engine.state.output`` into lists of per-case dicts (batched dicts are
-decollated here); a case is the batch item updated by the output item, so ``"pred"`` comes from the
-output and masks and names from the batch. ``item_transform`` (e.g. a MONAI dict transform undoing the
-intensity normalisation of ``pred`` and ``label``) is applied to that per-case dict first.
+:class:`RegressionEvaluationSaver`: per-case MAE / MSE / PSNR / SSIM over the whole image and inside
+region masks (brain, tumour), optional slice metrics (PSNR on the slices that contain tumour, AMCGAN),
+written as ``metrics.csv`` (one row per case), ``summary.json`` and ``summary.md`` (mean ± std, count).
+It reads each case from the engine's state after an iteration (:mod:`common.handlers.cases`);
+``item_transform`` (e.g. a MONAI dict transform undoing the intensity normalisation of ``pred`` and
+``label``) is applied to that per-case dict first. The figure grid (:class:`FigureGridSaver`) is in
+:mod:`common.handlers.figure_grid`; it and the case helpers stay importable from here.
 """
 
 from __future__ import annotations
@@ -27,60 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
-from monai.data import decollate_batch
-
+# re-exported (with the public case helpers and FigureGridSaver) for code importing them from this module
+from common.handlers.cases import _CaseHandler as _CaseHandler
+from common.handlers.cases import _tensor as _tensor
+from common.handlers.cases import case_items, case_name
+from common.handlers.figure_grid import FigureGridSaver
 from common.metrics.regression import METRIC_NAMES, compute_regression_metrics, compute_slice_psnr
 from common.utils.dist import is_rank_zero, world_size
-from common.utils.extensions import IMAGE_EXTENSIONS
-from common.utils.figures import middle_slice, save_figure_grid
 
 __all__ = ["RegressionEvaluationSaver", "FigureGridSaver", "case_items", "case_name"]
-
-_EVENTS = {"EPOCH_COMPLETED": Events.EPOCH_COMPLETED, "COMPLETED": Events.COMPLETED}
-_SUFFIXES = IMAGE_EXTENSIONS  # longest first: ".nii.gz" before ".gz"
-
-
-def case_items(engine: Engine) -> list[dict]:
-    """Per-case dicts of the current iteration: each batch item updated with the matching output item."""
-    batch, output = engine.state.batch, engine.state.output
-    batch = batch if isinstance(batch, list) else ([] if batch is None else decollate_batch(batch, detach=True))
-    output = output if isinstance(output, list) else decollate_batch(output, detach=True)
-    items = []
-    for i, out in enumerate(output):
-        if not isinstance(out, Mapping):
-            raise ValueError(f"engine.state.output items must be dicts, got {type(out).__name__}.")
-        base = batch[i] if i < len(batch) and isinstance(batch[i], Mapping) else {}
-        items.append({**base, **out})
-    return items
-
-
-def case_name(item: Mapping, case_key: str | None, name_keys: Sequence[str]) -> str | None:
-    """Name of a case: ``item[case_key]`` if present, else the file name (no extension) of the first
-    ``name_keys`` entry with ``filename_or_obj`` in its MetaTensor ``.meta`` or ``<key>_meta_dict``."""
-    if case_key and item.get(case_key) is not None:
-        value = item[case_key]
-        value = value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
-        # MONAI's datalist loader turns a subject name that is also a dataset folder into a path
-        return os.path.basename(os.path.normpath(str(value)))
-    for key in name_keys:
-        meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict")
-        name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
-        if isinstance(name, (list, tuple)):
-            name = name[0] if name else None
-        if name:
-            base = os.path.basename(os.path.normpath(str(name)))
-            for suffix in _SUFFIXES:
-                if base.lower().endswith(suffix):
-                    return base[: -len(suffix)]
-            return base
-    return None
-
-
-def _tensor(value: Any) -> torch.Tensor:
-    value = value.as_tensor() if hasattr(value, "as_tensor") else value
-    return torch.as_tensor(value).detach().cpu()
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -93,50 +47,6 @@ def _atomic_write(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-class _CaseHandler:
-    """Shared plumbing: event names, per-case dicts, unique case names."""
-
-    def __init__(self, pred_key, label_key, case_key, item_transform, write_event) -> None:
-        if write_event not in _EVENTS:
-            raise ValueError(f"write_event must be one of {list(_EVENTS)}, got {write_event!r}.")
-        if not pred_key or not label_key:
-            raise ValueError(f"pred_key and label_key must be non-empty, got {pred_key!r}, {label_key!r}.")
-        if item_transform is not None and not callable(item_transform):
-            raise ValueError("item_transform must be callable or None.")
-        self.pred_key, self.label_key, self.case_key = pred_key, label_key, case_key
-        self.item_transform, self.write_event = item_transform, write_event
-        self._names: set[str] = set()
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at each epoch start, collect after each iteration, write at ``write_event``."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        engine.add_event_handler(_EVENTS[self.write_event], self.write)
-
-    def reset(self, engine: Engine | None = None) -> None:
-        """Forget the cases of the previous run."""
-        self._names = set()
-
-    def _cases(self, engine: Engine):
-        for item in case_items(engine):
-            item = dict(self.item_transform(item)) if self.item_transform is not None else item
-            for key in (self.pred_key, self.label_key):
-                if item.get(key) is None:
-                    raise ValueError(f"key {key!r} not found in the engine's output or batch (keys: {sorted(item)}).")
-            name = case_name(item, self.case_key, (self.label_key, self.pred_key)) or f"case_{len(self._names):04d}"
-            unique, n = name, 2
-            while unique in self._names:
-                unique, n = f"{name}_{n}", n + 1
-            if unique != name:
-                warnings.warn(f"case name {name!r} is repeated; this case is called {unique!r}.", stacklevel=2)
-            self._names.add(unique)
-            yield unique, item
-
-    def write(self, engine: Engine) -> None:
-        """Write the outputs of the run (subclasses)."""
-        raise NotImplementedError
 
 
 class RegressionEvaluationSaver(_CaseHandler):
@@ -324,81 +234,3 @@ class RegressionEvaluationSaver(_CaseHandler):
             lines.append(f"| {column} | {value} | {e['count']} | {e['skipped'] + e['n_inf']} |")
         text = f"Evaluation of {summary['n_cases']} case(s).\n\n" + "\n".join(lines) + "\n"
         _atomic_write(os.path.join(self.output_dir, "summary.md"), text)
-
-
-class FigureGridSaver(_CaseHandler):
-    """Collect the middle slices of the first ``num_cases`` cases and write ``<output_dir>/<filename>``.
-
-    Columns: every channel of every ``input_keys`` entry, synthesized, target, absolute error (see
-    :func:`~common.utils.figures.save_figure_grid`); rows are named as in :class:`RegressionEvaluationSaver`.
-
-    Args:
-        output_dir: output folder.
-        input_keys: keys of the network inputs to show (one column per channel).
-        num_cases: number of rows.
-        slice_axis: spatial axis of the middle slice of 3D cases.
-        filename: PNG file name.
-        pred_key, label_key, case_key, item_transform, write_event: as in :class:`RegressionEvaluationSaver`.
-        figure_kwargs: further options of ``save_figure_grid`` (``percentiles``, ``zoom``, ``rot90``, ...).
-    """
-
-    def __init__(
-        self,
-        output_dir: str,
-        input_keys: Sequence[str] = ("image",),
-        num_cases: int = 4,
-        slice_axis: int = 2,
-        filename: str = "figure_grid.png",
-        pred_key: str = "pred",
-        label_key: str = "label",
-        case_key: str | None = "subject",
-        item_transform: Callable | None = None,
-        write_event: str = "EPOCH_COMPLETED",
-        figure_kwargs: Mapping | None = None,
-    ) -> None:
-        super().__init__(pred_key, label_key, case_key, item_transform, write_event)
-        if isinstance(input_keys, str) or not input_keys:
-            raise ValueError(f"input_keys must be a non-empty sequence of keys, got {input_keys!r}.")
-        if num_cases < 1:
-            raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
-        if slice_axis not in (0, 1, 2):
-            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
-        if not output_dir or not filename.lower().endswith(".png"):
-            raise ValueError(
-                f"output_dir must be non-empty and filename end in .png, got {output_dir!r}, {filename!r}."
-            )
-        self.output_dir, self.input_keys, self.num_cases = str(output_dir), list(input_keys), num_cases
-        self.slice_axis, self.filename, self.figure_kwargs = slice_axis, filename, dict(figure_kwargs or {})
-        self.rows: list[dict[str, Any]] = []
-
-    def reset(self, engine: Engine | None = None) -> None:
-        super().reset(engine)
-        self.rows = []
-
-    def __call__(self, engine: Engine) -> None:
-        """Keep the middle slices of the cases of this iteration until ``num_cases`` are held."""
-        if len(self.rows) >= self.num_cases:
-            return
-        for name, item in self._cases(engine):
-            if len(self.rows) >= self.num_cases:
-                break
-            inputs = {}
-            for key in self.input_keys:
-                if item.get(key) is None:
-                    raise ValueError(f"input key {key!r} not found in the engine's batch or output.")
-                image = _tensor(item[key]).double()
-                for c in range(image.shape[0]):
-                    inputs[key if image.shape[0] == 1 else f"{key}[{c}]"] = middle_slice(image[c], self.slice_axis)
-            pair = []
-            for key in (self.pred_key, self.label_key):
-                image = _tensor(item[key]).double()
-                if image.shape[0] != 1:
-                    raise ValueError(f"{key!r} must have one channel for the figure grid, got {tuple(image.shape)}.")
-                pair.append(middle_slice(image[0], self.slice_axis))
-            self.rows.append({"name": name, "inputs": inputs, "pred": pair[0], "target": pair[1]})
-
-    def write(self, engine: Engine) -> None:
-        """Write the grid of the collected cases (nothing if none were seen; rank 0 only when distributed)."""
-        if self.rows and is_rank_zero():
-            path = os.path.join(self.output_dir, self.filename)
-            save_figure_grid(self.rows, path, slice_axis=self.slice_axis, **self.figure_kwargs)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from .cumulative import MaskedMAEMetric, MaskedMSEMetric, MaskedPSNRMetric, MaskedRegressionMetric, MaskedSSIMMetric
 from .regression import (
     DATA_RANGE_MODES,
     METRIC_NAMES,
-    MaskedMAEMetric,
-    MaskedMSEMetric,
-    MaskedPSNRMetric,
-    MaskedRegressionMetric,
-    MaskedSSIMMetric,
     compute_regression_metrics,
     compute_slice_psnr,
     percentile_normalize,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .amcgan import AMCGANGenerator, FeatureAttention, MultiScaleFeatureCapture, ResnetBlock, ResnetEncoderDecoder
+from .amcgan import AMCGANGenerator, ResnetBlock, ResnetEncoderDecoder
+from .amcgan_blocks import FeatureAttention, MultiScaleFeatureCapture
 from .hrfcn import BRANCH_NAMES, HRFCN, FCNModule
 from .patchgan import PatchDiscriminator
 

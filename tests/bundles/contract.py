@@ -11,20 +11,45 @@ own ``test_<bundle>.py`` keeps only what is specific to its paper.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import math
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from monai.bundle import ConfigWorkflow
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["BUNDLES", "BundleSpec", "workflow", "run", "abs_case", "write_datalist", "error_in_chain"]
+__all__ = [
+    "BUNDLES",
+    "BundleSpec",
+    "workflow",
+    "run",
+    "abs_case",
+    "write_datalist",
+    "error_in_chain",
+    "save_like",
+    "load",
+    "load_checkpoint",
+    "sha256",
+    "files_under",
+    "override_files",
+    "psnr",
+    "output_path",
+    "oblique_affine",
+    "bad_case",
+    "cli",
+]
 
 
 @dataclass(frozen=True)
@@ -187,3 +212,101 @@ def save_like(reference: str, path: Path, data: np.ndarray, affine: np.ndarray |
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     img = nib.load(str(path))
     return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+def load_checkpoint(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).exists() else []
+
+
+def override_files(spec: BundleSpec) -> list[str]:
+    found = sorted(str(p.relative_to(spec.configs)) for p in (spec.configs / "ablations").glob("*.json"))
+    return found + list(spec.extra_overrides)
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> float:
+    peak = float(target.max() - target.min())
+    return 10 * math.log10(peak**2 / float(np.mean((pred.astype(np.float64) - target) ** 2)))
+
+
+def output_path(spec: BundleSpec, wf, out: Path, case: str) -> Path:
+    suffix = wf.parser.get_parsed_content("output_suffix")
+    return out / case / f"{case}_{suffix}.nii.gz"
+
+
+def oblique_affine(spacing=(0.9, 1.1, 2.5)) -> np.ndarray:
+    """LPS-like orientation (x and y flipped), rotated 20 degrees about z and 10 about x: non-diagonal."""
+    a, b = np.deg2rad(20), np.deg2rad(10)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([-1.0, -1.0, 1.0]) @ np.diag(spacing)
+    affine[:3, 3] = [31.5, -12.25, 7.0]
+    return affine
+
+
+def bad_case(spec: BundleSpec, tiny_phantom: str, folder: Path, kind: str) -> tuple[dict, str]:
+    """One test case broken in one way: ``(entry, text the error must name)``."""
+    case = abs_case(tiny_phantom, json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"][0])
+    key = spec.source_keys[0]
+    data, affine = load(case[key])
+    bad = folder / f"bad_{key}.nii.gz"
+    if kind == "shape":
+        case[spec.target_key] = save_like(
+            case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0][:, :, :-2]
+        )
+        return case, case[spec.target_key]
+    if kind == "affine":
+        moved = affine.copy()
+        moved[0, 3] += 3.0
+        case[spec.target_key] = save_like(
+            case[spec.target_key], folder / "target.nii.gz", load(case[spec.target_key])[0], moved
+        )
+        return case, case[spec.target_key]
+    if kind == "missing_file":
+        case[key] = str(folder / "no_such_file.nii.gz")
+    elif kind == "missing_key":
+        case.pop(key)
+        return case, f"'{key}'"
+    elif kind == "nan":
+        data[3, 4, 5] = np.nan
+        case[key] = save_like(case[key], bad, data)
+    elif kind == "multichannel":
+        case[key] = save_like(case[key], bad, np.stack([data, data], axis=-1))
+    elif kind == "corrupt":
+        bad.write_bytes(gzip.compress(b"this is not a NIfTI header" * 20))
+        case[key] = str(bad)
+    elif kind == "truncated":
+        raw = Path(case[key]).read_bytes()
+        bad.write_bytes(raw[: len(raw) // 2])
+        case[key] = str(bad)
+    elif kind == "2d":
+        case[key] = save_like(case[key], bad, data[:, :, 0])
+    else:
+        raise ValueError(kind)
+    return case, case[key]
+
+
+def cli(spec: BundleSpec, files, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str([str(spec.configs / f) for f in files]).replace(" ", ""),
+        "--meta_file",
+        str(spec.configs / "metadata.json"),
+        "--logging_file",
+        str(spec.configs / "logging.conf"),
+        *args,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, env=env, timeout=300)

@@ -12,18 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data.phantom import (
-    DEFAULT_SEQUENCES,
-    IMAGE_KEYS,
-    MASK_KEYS,
-    TISSUE_LABELS,
-    TISSUE_PARAMETERS,
-    MRSequences,
-    generate_dataset,
-    generate_subject,
-    subject_seed,
-    write_subject,
-)
+from common.data.phantom import generate_dataset, generate_subject, subject_seed, write_subject
+from common.data.phantom_anatomy import MASK_KEYS, TISSUE_LABELS
+from common.data.phantom_physics import DEFAULT_SEQUENCES, IMAGE_KEYS, TISSUE_PARAMETERS, MRSequences
 
 CODE = {name: code for code, name in TISSUE_LABELS.items()}
 CSF, GM, WM, DEEP_GM, VESSEL, BONE = (

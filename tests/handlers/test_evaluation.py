@@ -15,7 +15,9 @@ from PIL import Image
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
 
-from common.handlers.evaluation import FigureGridSaver, RegressionEvaluationSaver, case_name
+from common.handlers.cases import case_name
+from common.handlers.evaluation import RegressionEvaluationSaver
+from common.handlers.figure_grid import FigureGridSaver
 from common.metrics.regression import compute_regression_metrics
 
 SIZE = 16

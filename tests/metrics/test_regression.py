@@ -9,11 +9,8 @@ import pytest
 import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from common.metrics.cumulative import MaskedMAEMetric, MaskedMSEMetric, MaskedPSNRMetric, MaskedSSIMMetric
 from common.metrics.regression import (
-    MaskedMAEMetric,
-    MaskedMSEMetric,
-    MaskedPSNRMetric,
-    MaskedSSIMMetric,
     compute_regression_metrics,
     compute_slice_psnr,
     percentile_normalize,

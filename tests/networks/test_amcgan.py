@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.networks.amcgan import (
-    AMCGANGenerator,
-    FeatureAttention,
-    MultiScaleFeatureCapture,
-    ResnetBlock,
-    ResnetEncoderDecoder,
-)
+from common.networks.amcgan import AMCGANGenerator, ResnetBlock, ResnetEncoderDecoder
+from common.networks.amcgan_blocks import FeatureAttention, MultiScaleFeatureCapture
 
 SHAPES = {2: [(16, 20), (36, 44)], 3: [(8, 12, 16)]}
 TINY = {"channels": 4, "num_res_blocks": 2, "msfc_channels": 2}

@@ -32,7 +32,7 @@ def test_other_paths_unchanged(path):
 
 def test_used_by_the_three_former_copies():
     from common.data import validation
-    from common.handlers import evaluation
+    from common.handlers import cases
 
     assert validation.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
-    assert evaluation._SUFFIXES is IMAGE_EXTENSIONS
+    assert cases._SUFFIXES is IMAGE_EXTENSIONS
