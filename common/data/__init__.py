@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .datalist import SPLITS, split_subjects, write_datalist
 from .naming import assign_case_names, case_stem
+from .patches import PatchWeightMapd, RandContextPatchd, gradient_magnitude, window_mean
 from .phantom import generate_dataset, generate_subject, write_subject
 from .phantom_anatomy import MASK_KEYS, TISSUE_LABELS, TUMOR_LABELS
 from .phantom_physics import IMAGE_KEYS
@@ -42,4 +43,8 @@ __all__ = [
     "assign_case_names",
     "case_stem",
     "repeat_dataset",
+    "PatchWeightMapd",
+    "RandContextPatchd",
+    "gradient_magnitude",
+    "window_mean",
 ]

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from .adversarial import ADVERSARIAL_MODES, AdversarialLoss, DiscriminatorLoss, GradientPenalty, PairedGeneratorLoss
+from .difficulty import (
+    DifficultyAwarePixelLoss,
+    PixelPowerLoss,
+    difficulty_attention,
+    dual_discriminator_generator_loss,
+)
+from .gradient_difference import GradientDifferenceLoss, finite_differences
 from .local import HRFCNLoss, LocalLoss
+from .perceptual import PERCEPTUAL_NETWORKS, PerceptualLoss
 from .protocol import GeneratorLoss, GeneratorTerm, call_term
 
 __all__ = [
@@ -17,4 +25,12 @@ __all__ = [
     "GeneratorLoss",
     "GeneratorTerm",
     "call_term",
+    "PixelPowerLoss",
+    "DifficultyAwarePixelLoss",
+    "difficulty_attention",
+    "dual_discriminator_generator_loss",
+    "GradientDifferenceLoss",
+    "finite_differences",
+    "PERCEPTUAL_NETWORKS",
+    "PerceptualLoss",
 ]

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from .degradation import (
+    BicubicDegraded,
+    CropToMultipled,
+    InterpolateResolutiond,
+    KSpaceTruncated,
+    SuperResolutionGeometryd,
+    resize_in_plane,
+    scaled_affine,
+)
 from .intensity import InverseReferenceIntensityScaled, ReferenceIntensityScaled
 from .meta import CASE_NAME, SetCaseNamed, case_name_formatter
 from .modality import ModalityIntensityScaled, SynthesizeModalityd, ZeroFillModalityd, present_keys
@@ -18,4 +27,11 @@ __all__ = [
     "ZeroFillModalityd",
     "present_keys",
     "slice_divisor",
+    "scaled_affine",
+    "resize_in_plane",
+    "BicubicDegraded",
+    "KSpaceTruncated",
+    "InterpolateResolutiond",
+    "CropToMultipled",
+    "SuperResolutionGeometryd",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .dist import is_rank_zero, rank, rank_zero_handlers, world_size
+from .dist import is_rank_zero, rank, world_size
 from .errors import UserError
 from .figures import middle_slice, save_figure_grid, window_to_uint8
 from .paths import bundle_root, default_dataset_dir, repo_root
@@ -10,7 +10,6 @@ from .paths import bundle_root, default_dataset_dir, repo_root
 __all__ = [
     "is_rank_zero",
     "rank",
-    "rank_zero_handlers",
     "world_size",
     "UserError",
     "bundle_root",

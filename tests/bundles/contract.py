@@ -42,6 +42,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "sha256",
+    "collated",
     "files_under",
     "override_files",
     "psnr",
@@ -70,11 +71,17 @@ class BundleSpec:
         infer_configs: the config files of plain inference.
         eval_configs: the config files of evaluation (override files on train.json).
         train_configs: the config files of training.
+        override_settings: ``{override file: settings}`` applied with that override in the every-override test
+            (e.g. a 2D crop for a 2D variant, where ``tiny`` holds the 3D one).
         extra_overrides: override files besides ``configs/ablations/*.json`` that must build and train.
         infer_overrides: config files checked with ``check_properties`` as inference workflows.
         geometry: ``(shape, affine) -> (shape, affine)`` of the written output for an input grid (identity
             for same-grid synthesis; the finer grid for super-resolution).
         cli_smoke: whether this bundle's command-line train smoke test runs.
+        eval_infer_configs: the inference config files whose output evaluation scores (super-resolution:
+            inference from the degraded high-resolution volume); default ``infer_configs``.
+        paired: whether source and target are different images (a super-resolution bundle's target is its
+            own source at a finer grid: no shape/affine pairing to refuse).
         eval_target_mask: a mask key the bundle applies to its target before scoring (a skull-stripping
             bundle scores against the skull-stripped target); None: the target file as it is.
     """
@@ -92,10 +99,13 @@ class BundleSpec:
     eval_configs: tuple[str, ...] = ("train.json", "evaluate.json")
     train_configs: tuple[str, ...] = ("train.json",)
     extra_overrides: tuple[str, ...] = ()
+    override_settings: dict = field(default_factory=dict)
     infer_overrides: tuple[str, ...] = ()
     geometry: Callable[[tuple, np.ndarray], tuple[tuple, np.ndarray]] = field(default=lambda s, a: (tuple(s), a))
     cli_smoke: bool = True
     eval_target_mask: str | None = None
+    eval_infer_configs: tuple[str, ...] | None = None
+    paired: bool = True
 
     @property
     def configs(self) -> Path:
@@ -103,6 +113,22 @@ class BundleSpec:
 
     def __str__(self) -> str:
         return self.name
+
+
+def super_resolution_geometry(
+    scale: int, slice_axis: int = 2
+) -> Callable[[tuple, np.ndarray], tuple[tuple, np.ndarray]]:
+    """Expected output grid of an in-plane x``scale`` super-resolution: ``scale`` times the voxels, spacing / scale,
+    and the same field of view (voxel centres move by ``(1 / scale - 1) / 2`` of an input voxel)."""
+
+    def geometry(shape: tuple, affine: np.ndarray) -> tuple[tuple, np.ndarray]:
+        factors = np.array([1.0 if a == slice_axis else 1.0 / scale for a in range(3)])
+        out = np.array(affine, dtype=np.float64)
+        out[:3, 3] = affine[:3, :3] @ ((factors - 1.0) / 2.0) + affine[:3, 3]
+        out[:3, :3] = affine[:3, :3] * factors[None, :]
+        return tuple(s if a == slice_axis else s * scale for a, s in enumerate(shape)), out
+
+    return geometry
 
 
 BUNDLES: list[BundleSpec] = [
@@ -148,6 +174,81 @@ BUNDLES: list[BundleSpec] = [
         extra_infer_keys=("brain_mask",),
         extra_overrides=("train_t1_to_t2.json", "train_t1_to_adc.json"),
         infer_overrides=("inference_missing.json",),
+    ),
+    BundleSpec(
+        name="dual_discriminator_synthesis",
+        tiny={
+            "unet_channels": [4, 4, 8, 8],
+            "unet_res_units": 0,
+            "fcn_channels": [4, 4, 8, 8],
+            "d1_channels": [4, 4, 4],
+            "d1_conv_channels": 4,
+            "d1_fc_channels": [8, 4],
+            "d2_channels": [4, 4, 4],
+            "crop_size": [16, 16, 16],
+            "batch_size": 2,
+            "num_samples": 1,
+            "patches_per_volume": 1,  # 3 training volumes, batch 2 -> 2 iterations per epoch
+            "max_epochs": 1,
+            "val_interval": 1,
+            "num_workers": 0,
+            "sw_batch_size": 8,
+        },
+        source_keys=("t1",),
+        target_key="t2",
+        divergent={"learning_rate": 1e30, "d_learning_rate": 1e30},
+        extra_overrides=("task_mr_to_ct.json", "train_2d.json"),
+        override_settings={"train_2d.json": {"crop_size": [16, 16, 1]}},
+    ),
+    BundleSpec(
+        name="fagan_super_resolution",
+        tiny={
+            "channels": 4,
+            "num_blocks": 1,
+            "ca_reduction": 2,
+            "d_channels": 4,
+            "d_num_stages": 2,
+            "d_dense_channels": 8,
+            "hr_patch_size": 16,
+            "batch_size": 3,
+            "slices_per_volume": 2,  # 3 training volumes x 2 slices, batch 3 -> 2 iterations per epoch
+            "max_epochs": 1,
+            "perceptual_network": "none",
+            "lambda_perceptual": 0.0,
+            "num_workers": 0,
+            "sa_kv_pool": 2,  # self-attention over a whole x4 slice: N^2 memory; pooled keys and few slices at once
+            "sw_batch_size": 2,
+        },
+        source_keys=("t1",),
+        target_key="t1",
+        divergent={"learning_rate": 1e30, "d_learning_rate": 1e30},
+        extra_overrides=("scale_x2.json", "degradation_kspace.json"),
+        infer_overrides=("inference_from_hr.json",),
+        eval_infer_configs=("inference.json", "inference_from_hr.json"),
+        geometry=super_resolution_geometry(4),
+        paired=False,
+    ),
+    BundleSpec(
+        name="context_gan_synthesis",
+        tiny={
+            "channels": [4, 4, 4, 8, 8, 8, 4, 4],
+            "kernel_sizes": [5, 3, 3, 3, 5, 3, 3, 3, 3],
+            "patch_size": 24,
+            "target_patch_size": 16,
+            "d_channels": [4, 4, 4],
+            "d_bottleneck_channels": 4,
+            "d_fc_channels": [8, 4],
+            "patches_per_volume": 2,  # 3 training volumes x 2 patches, batch 3 -> 2 iterations per epoch
+            "batch_size": 3,
+            "max_epochs": 1,
+            "val_interval": 1,
+            "num_workers": 0,
+            "sw_batch_size": 64,
+        },
+        source_keys=("t1ce",),
+        target_key="t2",
+        divergent={"learning_rate": 1e30, "d_learning_rate": 1e30},
+        extra_overrides=("task_t1_to_t2.json", "task_mr_to_ct.json"),
     ),
 ]
 
@@ -310,3 +411,15 @@ def cli(spec: BundleSpec, files, tmp_path: Path, *args: str) -> subprocess.Compl
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, env=env, timeout=300)
+
+
+def collated(output):
+    """A trainer's decollated ``state.output`` (one dict per sample) as one batched dict (scalars once)."""
+    if isinstance(output, dict):
+        return output
+    out = {}
+    for key in output[0]:
+        values = [item[key] for item in output]
+        first = values[0]
+        out[key] = torch.stack(values) if torch.is_tensor(first) and first.ndim > 0 else first
+    return out

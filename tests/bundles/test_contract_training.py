@@ -63,7 +63,8 @@ def test_resume_equals_uninterrupted(spec, trained, tiny_phantom, tmp_path):
 
 @pytest.mark.parametrize("bundle,override", OVERRIDES, ids=[f"{b.name}:{f}" for b, f in OVERRIDES])
 def test_every_override_builds_and_trains_one_epoch(bundle, override, tiny_phantom, tmp_path):
-    wf = run(workflow(bundle, [*bundle.train_configs, override], tmp_path, dataset_dir=tiny_phantom))
+    extra = bundle.override_settings.get(override, {})
+    wf = run(workflow(bundle, [*bundle.train_configs, override], tmp_path, dataset_dir=tiny_phantom, **extra))
     assert wf.parser.get_parsed_content("train#trainer").state.iteration >= 1
     assert [p.name for p in files_under(tmp_path / "models") if p.name.startswith("checkpoint_epoch")] == [
         "checkpoint_epoch=1.pt"
