@@ -123,16 +123,17 @@ def test_every_config_passes_check_properties(spec, trained, tiny_phantom):
             wf.finalize()
 
 
-def test_amp_gives_bf16_autocast_on_cpu(spec, tmp_path):
+def test_amp_gives_bf16_autocast_on_cpu(spec, tiny_phantom, tmp_path):
     from common.inferers import AutocastInferer
 
-    wf = workflow(spec, spec.train_configs, tmp_path, amp=True, device="$torch.device('cpu')")
+    cpu = "$torch.device('cpu')"
+    wf = workflow(spec, spec.train_configs, tmp_path, amp=True, device=cpu, dataset_dir=tiny_phantom)
     wf.parser.parse(reset=True)
     assert wf.parser.get_parsed_content("train#trainer").amp is True
     for id_ in ("validate#inferer",):
         inferer = wf.parser.get_parsed_content(id_)
         assert isinstance(inferer, AutocastInferer) and inferer.enabled and inferer.dtype == torch.bfloat16
-    wf = workflow(spec, spec.infer_configs, tmp_path, "infer", amp=True, device="$torch.device('cpu')")
+    wf = workflow(spec, spec.infer_configs, tmp_path, "infer", amp=True, device=cpu, dataset_dir=tiny_phantom)
     wf.parser.parse(reset=True)
     inferer = wf.parser.get_parsed_content("inferer")
     assert isinstance(inferer, AutocastInferer) and inferer.enabled and inferer.dtype == torch.bfloat16
