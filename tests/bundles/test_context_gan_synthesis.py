@@ -16,41 +16,29 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import BUNDLES, collated, workflow
+from contract import BUNDLES, collated, load_checkpoint, run, workflow
 
 from monai.bundle import ConfigWorkflow
 
 from common.data.validation import InputDataError
-from common.inferers.stepped_stitch import SteppedCenterCropStitchInferer
+from common.inferers import CenterCropStitchInferer
 from common.networks.context_gan import ContextFCNGenerator
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "context_gan_synthesis" / "configs"
 SPEC = next(b for b in BUNDLES if b.name == "context_gan_synthesis")
-TINY = dict(SPEC.tiny)  # the contract harness entry of this bundle
 
 
 def _workflow(files, root, workflow_type="train", **override) -> ConfigWorkflow:
-    """The contract harness's workflow (tiny settings, outputs under ``root``) with this file's ``TINY``."""
-    return workflow(SPEC, files, root, workflow_type, **{**TINY, **override})
-
-
-def _run(wf: ConfigWorkflow) -> ConfigWorkflow:
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-def _load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The contract harness's workflow of this bundle: its tiny settings, outputs under ``root``."""
+    return workflow(SPEC, files, root, workflow_type, **override)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_phantom, tmp_path_factory):
     """One epoch (two iterations) of GAN + GDL training on the tiny phantom, killed before its second epoch."""
     root = tmp_path_factory.mktemp("context_gan_trained")
-    wf = _run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
+    wf = run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
     return root, wf
 
 
@@ -58,9 +46,11 @@ def test_train_writes_full_state_and_paper_objective(trained):
     root, wf = trained
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.state.iteration == 2
-    ckpt = _load(root / "models" / "checkpoint_epoch=1.pt")
+    ckpt = load_checkpoint(root / "models" / "checkpoint_epoch=1.pt")
     assert {"model", "optimizer", "d_patch", "d_patch_optimizer", "trainer"} <= set(ckpt)
-    assert set(_load(root / "models" / "model.pt")) == set(wf.parser.get_parsed_content("gnetwork").state_dict())
+    assert set(load_checkpoint(root / "models" / "model.pt")) == set(
+        wf.parser.get_parsed_content("gnetwork").state_dict()
+    )
     out = collated(trainer.state.output)
     assert {"g_l2", "g_gdl", "g_adv_patch", "d_patch"} <= set(out)
     assert out["image"].shape == (3, 1, 24, 24, 24) and out["label"].shape == out["pred"].shape == (3, 1, 16, 16, 16)
@@ -83,11 +73,11 @@ def test_paper_generator_in_train_json(tmp_path):
 def test_resume_continues_and_equals_uninterrupted(trained, tiny_phantom, tmp_path):
     root, _ = trained
     shutil.copytree(root / "models", tmp_path / "resumed" / "models")
-    wf = _run(_workflow(["train.json"], tmp_path / "resumed", dataset_dir=tiny_phantom, resume=True, max_epochs=2))
+    wf = run(_workflow(["train.json"], tmp_path / "resumed", dataset_dir=tiny_phantom, resume=True, max_epochs=2))
     assert wf.parser.get_parsed_content("train#trainer").state.iteration == 4
-    _run(_workflow(["train.json"], tmp_path / "straight", dataset_dir=tiny_phantom, max_epochs=2))
-    a = _load(tmp_path / "resumed" / "models" / "checkpoint_epoch=2.pt")
-    b = _load(tmp_path / "straight" / "models" / "checkpoint_epoch=2.pt")
+    run(_workflow(["train.json"], tmp_path / "straight", dataset_dir=tiny_phantom, max_epochs=2))
+    a = load_checkpoint(tmp_path / "resumed" / "models" / "checkpoint_epoch=2.pt")
+    b = load_checkpoint(tmp_path / "straight" / "models" / "checkpoint_epoch=2.pt")
     for name in ("model", "d_patch"):
         for key in b[name]:
             assert torch.allclose(a[name][key].float(), b[name][key].float(), atol=1e-6), (name, key)
@@ -99,7 +89,7 @@ def test_stitching_equals_whole_volume_for_equivariant_network_and_covers_border
     torch.manual_seed(0)
     net = ContextFCNGenerator(3, channels=[3, 3, 3, 3, 3, 3, 3, 3], kernel_sizes=[9, 1, 1, 1, 9, 1, 1, 1, 1]).eval()
     volume = torch.rand(1, 1, 21, 26, 19)
-    inferer = SteppedCenterCropStitchInferer(32, 16, overlap=0.25, steps=steps, sw_batch_size=7)
+    inferer = CenterCropStitchInferer(32, 16, overlap=0.25, steps=steps, sw_batch_size=7)
     with torch.no_grad():
         stitched = inferer(volume, net)
         whole = net(torch.nn.functional.pad(volume, [8] * 6, mode="replicate"))
@@ -121,7 +111,7 @@ def _psnr(pred: np.ndarray, target: np.ndarray) -> float:
 
 def test_evaluate_csv_matches_inference_output(trained, tiny_phantom):
     root, _ = trained
-    _run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
+    run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
     test_cases = json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"]
     with open(root / "eval" / "metrics.csv") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
@@ -130,7 +120,7 @@ def test_evaluate_csv_matches_inference_output(trained, tiny_phantom):
     assert {"mae", "psnr", "ssim", "psnr_brain", "psnr_tumor"} <= set(summary)
     assert (root / "eval" / "figure_grid.png").stat().st_size > 0
     infer_dir = root / "infer"
-    _run(_workflow(["inference.json"], root, "infer", dataset_dir=tiny_phantom, output_dir=str(infer_dir)))
+    run(_workflow(["inference.json"], root, "infer", dataset_dir=tiny_phantom, output_dir=str(infer_dir)))
     for case in test_cases:
         name = case["subject"]
         saved = nib.load(infer_dir / name / f"{name}_t2_synth.nii.gz")
@@ -168,7 +158,7 @@ def test_acm_stage2_dataset_carries_the_previous_stage_aligned(tiny_phantom, tmp
         image = sample["image"]
         assert image.shape == (2, 24, 24, 24) and float(image[0].std()) > 0
         assert torch.equal(image[0], image[1])
-    wf = _run(
+    wf = run(
         _workflow(["train.json", "acm_stage.json"], tmp_path, dataset_dir=tiny_phantom, ckpt_dir=None, output_dir=None)
     )
     assert (stage_dir / "model.pt").is_file() and (stage_dir / "checkpoint_epoch=1.pt").is_file()
@@ -181,10 +171,15 @@ def test_inference_acm_runs_the_stages_in_sequence(trained, tiny_phantom, tmp_pa
     shutil.copy(root / "models" / "model.pt", acm_root / "model.pt")
     torch.manual_seed(1)
     stage2 = ContextFCNGenerator(
-        3, in_channels=2, channels=TINY["channels"], kernel_sizes=TINY["kernel_sizes"], dilation=2, residual=True
+        3,
+        in_channels=2,
+        channels=SPEC.tiny["channels"],
+        kernel_sizes=SPEC.tiny["kernel_sizes"],
+        dilation=2,
+        residual=True,
     )
     torch.save(stage2.state_dict(), acm_root / "stage2" / "model.pt")
-    wf = _run(
+    wf = run(
         _workflow(
             ["inference.json", "inference_acm.json"],
             root,
@@ -201,7 +196,7 @@ def test_inference_acm_runs_the_stages_in_sequence(trained, tiny_phantom, tmp_pa
     case = json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"][0]["subject"]
     assert (tmp_path / "out" / case / f"{case}_t2_synth.nii.gz").is_file()
     with pytest.raises(Exception) as info:
-        _run(
+        run(
             _workflow(
                 ["inference.json", "inference_acm.json"],
                 root,
@@ -241,7 +236,7 @@ def test_ablation_overrides(row, tiny_phantom, tmp_path):
     assert wf.parser.get_parsed_content("network_def").use_residual == residual
     assert wf.parser.get_parsed_content("ckpt_dir").endswith(f"models/{row}")
     if row == "fcn_l2":  # one run: the generator alone, on L2 only
-        _run(wf)
+        run(wf)
         out = collated(wf.parser.get_parsed_content("train#trainer").state.output)
         assert set(k for k in out if k.startswith(("g_", "d_"))) == {"g_l2"}
 
@@ -309,7 +304,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(kind, config, expected, train
         output_dir=str(tmp_path / "out"),
     )
     with pytest.raises(Exception) as info:
-        _run(wf)
+        run(wf)
     error = info.value
     while error is not None and not isinstance(error, InputDataError):
         error = error.__cause__

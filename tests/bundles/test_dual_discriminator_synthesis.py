@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import BUNDLES, collated, workflow
+from contract import BUNDLES, collated, load_checkpoint, run, workflow
 
 from monai.bundle import ConfigWorkflow
 
@@ -23,30 +23,18 @@ from common.data.validation import InputDataError
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "dual_discriminator_synthesis" / "configs"
 SPEC = next(b for b in BUNDLES if b.name == "dual_discriminator_synthesis")
-TINY = dict(SPEC.tiny)  # the contract harness entry of this bundle
 
 
 def _workflow(files, root, workflow_type="train", **override) -> ConfigWorkflow:
-    """The contract harness's workflow (tiny settings, outputs under ``root``) with this file's ``TINY``."""
-    return workflow(SPEC, files, root, workflow_type, **{**TINY, **override})
-
-
-def _run(wf: ConfigWorkflow) -> ConfigWorkflow:
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-def _load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The contract harness's workflow of this bundle: its tiny settings, outputs under ``root``."""
+    return workflow(SPEC, files, root, workflow_type, **override)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_phantom, tmp_path_factory):
     """A two-epoch schedule stopped after its first epoch (two iterations) of the default: dual-D + attention."""
     root = tmp_path_factory.mktemp("dual_trained")
-    wf = _run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
+    wf = run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
     return root, wf
 
 
@@ -64,11 +52,11 @@ def test_default_trains_both_discriminators_with_attention(trained):
     assert type(g_loss.pixel_losses["pixel"]).__name__ == "DifficultyAwarePixelLoss"
     assert g_loss.adversarial_weights == {"global": 0.05, "local": 0.05}
     assert out["pred"].shape[1:] == (1, 16, 16, 16)  # 16^3 patches (the last batch holds the third volume)
-    ckpt = _load(root / "models" / "checkpoint_epoch=1.pt")
+    ckpt = load_checkpoint(root / "models" / "checkpoint_epoch=1.pt")
     assert {"model", "optimizer", "d_global", "d_global_optimizer", "d_local", "d_local_optimizer", "trainer"} <= set(
         ckpt
     )
-    best = _load(root / "models" / "model.pt")
+    best = load_checkpoint(root / "models" / "model.pt")
     assert set(best) == set(wf.parser.get_parsed_content("gnetwork").state_dict())
     assert any(p.name.startswith("events") for p in (root / "logs" / "local_confidence").iterdir())
 
@@ -77,12 +65,12 @@ def test_resume_continues_and_equals_uninterrupted(trained, tiny_phantom, tmp_pa
     root, _ = trained
     resumed = tmp_path / "resumed"
     shutil.copytree(root / "models", resumed / "models")
-    wf = _run(_workflow(["train.json"], resumed, dataset_dir=tiny_phantom, resume=True, max_epochs=2))
+    wf = run(_workflow(["train.json"], resumed, dataset_dir=tiny_phantom, resume=True, max_epochs=2))
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 4
-    _run(_workflow(["train.json"], tmp_path / "straight", dataset_dir=tiny_phantom, max_epochs=2))
-    a = _load(resumed / "models" / "checkpoint_epoch=2.pt")
-    b = _load(tmp_path / "straight" / "models" / "checkpoint_epoch=2.pt")
+    run(_workflow(["train.json"], tmp_path / "straight", dataset_dir=tiny_phantom, max_epochs=2))
+    a = load_checkpoint(resumed / "models" / "checkpoint_epoch=2.pt")
+    b = load_checkpoint(tmp_path / "straight" / "models" / "checkpoint_epoch=2.pt")
     for name in ("model", "d_global", "d_local"):
         for key in b[name]:
             assert torch.allclose(a[name][key].float(), b[name][key].float(), atol=1e-5), (name, key)
@@ -90,7 +78,7 @@ def test_resume_continues_and_equals_uninterrupted(trained, tiny_phantom, tmp_pa
 
 def test_evaluate_writes_metrics_figure_and_confidence_map(trained, tiny_phantom):
     root, _ = trained
-    _run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
+    run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
     summary = json.loads((root / "eval" / "summary.json").read_text())
     test_cases = json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"]
     assert summary["n_cases"] == len(test_cases)
@@ -116,7 +104,7 @@ ROWS = {
 
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_ablation_removes_exactly_what_it_names(row, tiny_phantom, tmp_path):
-    wf = _run(
+    wf = run(
         _workflow(
             ["train.json", f"ablations/{row}.json"],
             tmp_path,
@@ -141,7 +129,7 @@ def test_ablation_removes_exactly_what_it_names(row, tiny_phantom, tmp_path):
 
 
 def test_mr_to_ct_writes_hounsfield_units(tiny_phantom, tmp_path):
-    _run(
+    run(
         _workflow(
             ["train.json", "task_mr_to_ct.json"],
             tmp_path,
@@ -154,7 +142,7 @@ def test_mr_to_ct_writes_hounsfield_units(tiny_phantom, tmp_path):
     ckpt_dir = tmp_path / "models" / "mr_to_ct"
     assert (ckpt_dir / "model.pt").is_file()
     out = tmp_path / "infer"
-    _run(
+    run(
         _workflow(
             ["inference.json", "task_mr_to_ct.json"],
             tmp_path,
@@ -173,7 +161,7 @@ def test_mr_to_ct_writes_hounsfield_units(tiny_phantom, tmp_path):
     assert np.isfinite(hu).all() and hu.min() >= -1024.0 and hu.max() <= 3071.0  # the HU window, clipped
     assert hu.max() - hu.min() > 10.0  # HU, not the normalised [0, 1] range
     # evaluation adds the head region (target > -500 HU) for the MAE in HU inside the head
-    _run(
+    run(
         _workflow(
             ["train.json", "task_mr_to_ct.json", "evaluate.json"],
             tmp_path,
@@ -187,7 +175,7 @@ def test_mr_to_ct_writes_hounsfield_units(tiny_phantom, tmp_path):
 
 
 def test_2d_variant_trains_on_slices_and_infers_volumes(tiny_phantom, tmp_path):
-    wf = _run(
+    wf = run(
         _workflow(
             ["train.json", "train_2d.json"],
             tmp_path,
@@ -203,7 +191,7 @@ def test_2d_variant_trains_on_slices_and_infers_volumes(tiny_phantom, tmp_path):
     assert wf.parser.get_parsed_content("local_dnetwork_def").spatial_dims == 2
     ckpt_dir = tmp_path / "models" / "2d"
     out = tmp_path / "infer"
-    _run(
+    run(
         _workflow(
             ["inference.json", "train_2d.json"],
             tmp_path,
@@ -269,7 +257,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(kind, config, expected, train
         log_dir=None,
     )
     with pytest.raises(Exception) as info:
-        _run(wf)
+        run(wf)
     error = info.value
     while error is not None and not isinstance(error, InputDataError):
         error = error.__cause__

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import BUNDLES, collated, workflow
+from contract import BUNDLES, collated, run, workflow
 
 from monai.bundle import ConfigWorkflow
 
@@ -25,22 +25,7 @@ from common.data.validation import InputDataError
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "fagan_super_resolution" / "configs"
 SPEC = next(b for b in BUNDLES if b.name == "fagan_super_resolution")
-TINY = {
-    "channels": 4,
-    "num_blocks": 1,
-    "ca_reduction": 2,
-    "d_channels": 4,
-    "d_num_stages": 2,
-    "d_dense_channels": 8,
-    "hr_patch_size": 16,
-    "batch_size": 3,
-    "slices_per_volume": 2,  # 3 training volumes x 2 slices, batch 3 -> 2 iterations per epoch
-    "max_epochs": 1,
-    "perceptual_network": "none",
-    "lambda_perceptual": 0.0,
-    "num_workers": 0,
-    "sw_batch_size": 24,
-}
+TINY = {**SPEC.tiny, "sa_kv_pool": 1, "sw_batch_size": 24}  # the harness entry, full self-attention
 ABLATIONS = {  # file: (use_lffb, use_ca, use_sa, fusion)
     "srgan": (False, False, False, "weighted"),
     "ca_srgan": (False, True, False, "weighted"),
@@ -58,13 +43,6 @@ def _workflow(files, root, workflow_type="train", **override) -> ConfigWorkflow:
     return workflow(SPEC, files, root, workflow_type, **{**TINY, **override})
 
 
-def _run(wf: ConfigWorkflow) -> ConfigWorkflow:
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
 def _spacing(affine) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
 
@@ -79,7 +57,7 @@ def _corners(affine, shape) -> np.ndarray:
 def trained(tiny_phantom, tmp_path_factory):
     """FA-GAN x4 trained one epoch (two iterations) on the tiny phantom, with one validation pass."""
     root = tmp_path_factory.mktemp("fagan_trained")
-    wf = _run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
+    wf = run(_workflow(["train.json"], root, dataset_dir=tiny_phantom))
     return root, wf
 
 
@@ -123,7 +101,7 @@ def test_inference_writes_the_finer_grid(trained, tmp_path):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"test": [{"subject": "lr_case", "t1": "lr.nii.gz"}]}))
     out = tmp_path / "out"
-    _run(_workflow(["inference.json"], root, "infer", datalist=str(datalist), output_dir=str(out)))
+    run(_workflow(["inference.json"], root, "infer", datalist=str(datalist), output_dir=str(out)))
     saved = nib.load(out / "lr_case" / "lr_case_t1_sr_x4.nii.gz")
     assert saved.shape == (36, 44, 5)
     np.testing.assert_allclose(_spacing(saved.affine), [0.6, 0.8, 2.5], rtol=1e-5)  # spacing / 4 in-plane
@@ -138,7 +116,7 @@ def _psnr(pred: np.ndarray, target: np.ndarray) -> float:
 
 def test_evaluation_has_bicubic_baseline_and_matches_inference_from_hr(trained, tiny_phantom):
     root, _ = trained
-    _run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
+    run(_workflow(["train.json", "evaluate.json"], root, dataset_dir=tiny_phantom))
     test_cases = json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"]
     with open(root / "eval" / "metrics.csv") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
@@ -150,7 +128,7 @@ def test_evaluation_has_bicubic_baseline_and_matches_inference_from_hr(trained, 
     assert not (root / "eval" / "fid.json").exists()  # no VGG19 weights: FID skipped, never random features
 
     infer_dir = root / "infer_hr"
-    _run(
+    run(
         _workflow(
             ["inference.json", "inference_from_hr.json"],
             root,
@@ -196,7 +174,7 @@ def test_other_scale_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("row", sorted(ABLATIONS) + ["degradation_kspace"])
 def test_ablation_builds_and_trains(row, tiny_phantom, tmp_path):
     config = f"ablations/{row}.json" if row in ABLATIONS else f"{row}.json"
-    wf = _run(
+    wf = run(
         _workflow(
             ["train.json", config],
             tmp_path,
@@ -228,7 +206,7 @@ def test_missing_perceptual_weights_stop_before_training(tiny_phantom, tmp_path)
         perceptual_weights_path=str(weights),
     )
     with pytest.raises(Exception) as info:
-        _run(wf)
+        run(wf)
     error = info.value
     while error is not None and not isinstance(error, FileNotFoundError):
         error = error.__cause__
@@ -259,7 +237,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(kind, expected, trained, tiny
     out = tmp_path / "out"
     wf = _workflow(["inference.json"], root, "infer", datalist=str(datalist), output_dir=str(out), ckpt_path=ckpt)
     with pytest.raises(Exception) as info:
-        _run(wf)
+        run(wf)
     error = info.value
     while error is not None and not isinstance(error, InputDataError):
         error = error.__cause__
@@ -275,7 +253,7 @@ def test_fid_with_a_feature_weights_file(trained, tiny_phantom, tmp_path):
     weights = tmp_path / "vgg19.pth"
     _fake_torchvision_file(weights)  # random values in torchvision's layout: the plumbing, not a real FID
     out = tmp_path / "eval"
-    _run(
+    run(
         _workflow(
             ["train.json", "evaluate.json"],
             root,
