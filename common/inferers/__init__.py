@@ -4,6 +4,5 @@ from __future__ import annotations
 
 from .autocast import AutocastInferer
 from .center_crop import CenterCropStitchInferer
-from .stepped_stitch import SteppedCenterCropStitchInferer
 
-__all__ = ["AutocastInferer", "CenterCropStitchInferer", "SteppedCenterCropStitchInferer"]
+__all__ = ["AutocastInferer", "CenterCropStitchInferer"]

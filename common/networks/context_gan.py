@@ -28,6 +28,8 @@ from monai.networks.layers.factories import Pool
 from monai.networks.nets import FullyConnectedNet
 from monai.utils import ensure_tuple_rep
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = [
     "CentreCropResidual",
     "ContextFCNGenerator",
@@ -110,8 +112,7 @@ class ContextFCNGenerator(nn.Module):
         norm: str | tuple | None = "batch",
         act: str | tuple | None = "relu",
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}.")
         channels, kernel_sizes = [int(c) for c in channels], [int(k) for k in kernel_sizes]
@@ -226,8 +227,7 @@ class ContextDiscriminator(nn.Module):
         norm: str | tuple | None = "batch",
         act: str | tuple | None = "relu",
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         channels = [int(c) for c in channels]
@@ -281,7 +281,7 @@ class AutoContextCascade(nn.Module):
     """Auto-context model (ACM) of Nie et al. 2018 (Sec. 3.2 of the seed, Fig. 5) run on whole volumes.
 
     ``Ŷ_1 = S(G_1, X)`` and ``Ŷ_k = S(G_k, X ⊕ Ŷ_{k-1})`` for ``k = 2..K``, where ``S`` stitches the patch network
-    over the whole volume (``inferer``, e.g. :class:`~common.inferers.stepped_stitch.SteppedCenterCropStitchInferer`):
+    over the whole volume (``inferer``, e.g. :class:`~common.inferers.CenterCropStitchInferer`):
     each stage sees the previous stage's *whole* stitched synthesis, so its input patch carries context from
     beyond the patch. Stage 1 takes ``in_channels`` source channels, every later stage ``in_channels + 1``.
 

@@ -99,11 +99,11 @@ def test_discriminator_paper_widths_and_torchscript():
 
 
 def test_auto_context_cascade_feeds_each_stage_the_previous_whole_volume(tmp_path):
-    from common.inferers.stepped_stitch import SteppedCenterCropStitchInferer
+    from common.inferers import CenterCropStitchInferer
     from common.networks.context_gan import AutoContextCascade, stage_checkpoints
 
     kwargs = {"spatial_dims": 3, "channels": TINY, "kernel_sizes": (5, 3, 3, 3, 5, 3, 3, 3, 3)}
-    inferer = SteppedCenterCropStitchInferer(24, 16, overlap=0.25)
+    inferer = CenterCropStitchInferer(24, 16, overlap=0.25)
     torch.manual_seed(0)
     stages = [ContextFCNGenerator(in_channels=1 + (k > 0), **kwargs).eval() for k in range(3)]
     paths = stage_checkpoints(str(tmp_path), 3)
