@@ -25,6 +25,8 @@ from torch import nn
 from monai.networks.blocks import ChannelSELayer
 from monai.networks.layers.factories import Conv, Pool
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = ["ChannelAttention", "SelfAttention", "AttentionFusion", "FUSION_MODES"]
 
 FUSION_MODES = ("direct", "weighted")
@@ -44,8 +46,7 @@ class ChannelAttention(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, channels: int, reduction: int = 16) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}.")
         if reduction < 1:
@@ -84,8 +85,7 @@ class SelfAttention(nn.Module):
     def __init__(
         self, spatial_dims: int, channels: int, key_reduction: int = 8, kv_pool: int = 1, query_chunk: int = 4096
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}.")
         for name, value in (("key_reduction", key_reduction), ("kv_pool", kv_pool), ("query_chunk", query_chunk)):

@@ -28,14 +28,11 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, Pool
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = ["ConvNormPoolStage", "GlobalCritic", "LocalDiscriminator"]
 
 _INTERP = {2: "bilinear", 3: "trilinear"}
-
-
-def _check_dims(spatial_dims: int) -> None:
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
 
 
 def _check_widths(name: str, widths: Sequence[int], min_len: int = 1) -> tuple[int, ...]:
@@ -69,7 +66,7 @@ class ConvNormPoolStage(nn.Sequential):
         kernel_size: int = 3,
         norm: str | tuple | None = "batch",
     ) -> None:
-        _check_dims(spatial_dims)
+        check_spatial_dims(spatial_dims)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}.")
         super().__init__()
@@ -116,7 +113,7 @@ class GlobalCritic(nn.Module):
         kernel_size: int = 3,
         norm: str | tuple | None = "batch",
     ) -> None:
-        _check_dims(spatial_dims)
+        check_spatial_dims(spatial_dims)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         channels = _check_widths("channels", channels)
@@ -184,7 +181,7 @@ class LocalDiscriminator(nn.Module):
         norm: str | tuple | None = None,
         negative_slope: float = 0.2,
     ) -> None:
-        _check_dims(spatial_dims)
+        check_spatial_dims(spatial_dims)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         channels = _check_widths("channels", channels)

@@ -26,6 +26,7 @@ from monai.networks.layers.factories import Act, Pool
 
 from common.networks.attention import AttentionFusion, ChannelAttention, SelfAttention
 from common.networks.lffb import LocalFusionFeatureBlock, SRResidualBlock
+from common.networks.utils import check_spatial_dims
 
 __all__ = ["SUPPORTED_SCALES", "GlobalFeatureFusion", "FAGANGenerator", "SRGANDiscriminator", "spectral_normalize"]
 
@@ -128,8 +129,7 @@ class FAGANGenerator(nn.Module):
         sa_kv_pool: int = 1,
         interpolation_skip: bool = False,
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if isinstance(scale, bool) or scale not in SUPPORTED_SCALES:
             raise ValueError(f"scale must be one of {SUPPORTED_SCALES} (one x2 sub-pixel stage each), got {scale!r}.")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("channels", channels)):
@@ -225,8 +225,7 @@ class SRGANDiscriminator(nn.Module):
         spectral_norm: bool = True,
         n_power_iterations: int = 1,
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         for name, value in (
             ("in_channels", in_channels),
             ("channels", channels),

@@ -18,6 +18,8 @@ from torch import nn
 
 from monai.networks.blocks import Convolution
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = ["LocalFusionFeatureBlock", "SRResidualBlock"]
 
 
@@ -39,8 +41,7 @@ class LocalFusionFeatureBlock(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, channels: int, kernel_sizes: Sequence[int] = (3, 5, 7)) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}.")
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
@@ -78,8 +79,7 @@ class SRResidualBlock(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, channels: int, norm: str | tuple | None = "batch") -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}.")
         super().__init__()

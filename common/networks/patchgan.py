@@ -36,6 +36,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import split_args
 
+from common.networks.utils import check_input_dims, check_spatial_dims
+
 __all__ = ["PatchDiscriminator"]
 
 _KERNEL_SIZE = 4
@@ -87,8 +89,7 @@ class PatchDiscriminator(nn.Module):
         norm: tuple | str | None = "instance",
         negative_slope: float = 0.2,
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         if channels < 1:
@@ -139,8 +140,7 @@ class PatchDiscriminator(nn.Module):
         self.min_size = min_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(f"expected a {self.spatial_dims + 2}-D input (B, C, *spatial), got {x.dim()}-D.")
+        check_input_dims(x, self.spatial_dims)
         sizes = list(x.shape[2:])
         for s in sizes:
             if s < self.min_size:

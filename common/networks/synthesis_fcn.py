@@ -16,6 +16,8 @@ import torch.nn as nn
 
 from monai.networks.blocks import Convolution
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = ["SynthesisFCN"]
 
 
@@ -47,8 +49,7 @@ class SynthesisFCN(nn.Module):
         norm: str | tuple | None = "batch",
         act: str | tuple = "relu",
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        check_spatial_dims(spatial_dims)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}.")
         if isinstance(channels, (int, str)) or len(channels) < 2 or any(int(c) < 1 for c in channels):

@@ -20,6 +20,8 @@ from torch import nn
 
 from monai.networks.layers.factories import Act, Conv, Pool
 
+from common.networks.utils import check_spatial_dims
+
 __all__ = ["VGG19_LAYERS", "VGG19Features", "load_torchvision_vgg19"]
 
 _CONFIG = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
@@ -76,8 +78,7 @@ class VGG19Features(nn.Module):
         weights_path: str | None = None,
         requires_grad: bool = False,
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
         if last_layer not in VGG19_LAYERS:
