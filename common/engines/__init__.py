@@ -7,7 +7,7 @@ from .guard import NonFiniteGuard, NonFiniteLossError, NonFiniteStateError, chec
 from .lock import TrainingLock, TrainingLockError
 from .lr_logging import LearningRateLogger, trainer_optimizers
 from .paired_gan import DiscriminatorSpec, PairedGanTrainer
-from .schedules import LinearDecay, linear_decay_lambda
+from .schedules import LinearDecay
 from .utils import EpochSeedHandler, latest_checkpoint, loss_terms
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "LearningRateLogger",
     "trainer_optimizers",
     "LinearDecay",
-    "linear_decay_lambda",
     "EpochSeedHandler",
     "latest_checkpoint",
     "loss_terms",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LinearDecay", "linear_decay_lambda"]
+__all__ = ["LinearDecay"]
 
 
 class LinearDecay:
@@ -27,8 +27,3 @@ class LinearDecay:
 
     def __call__(self, epoch: int) -> float:
         return 1.0 - max(0, epoch + 1 - self.n_constant) / float(self.n_decay + 1)
-
-
-def linear_decay_lambda(n_constant: int, n_decay: int) -> LinearDecay:
-    """The :class:`LinearDecay` factor function (config shorthand)."""
-    return LinearDecay(n_constant, n_decay)
