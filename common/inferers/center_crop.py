@@ -101,7 +101,9 @@ class CenterCropStitchInferer(Inferer):
         else:
             self.steps = tuple(int(s) for s in ensure_tuple_rep(steps, ndim))
             if any(not 1 <= s <= o for s, o in zip(self.steps, self.output_size)):
-                raise ValueError(f"steps must be in [1, output_size] per axis, got {self.steps} for {self.output_size}.")
+                raise ValueError(
+                    f"steps must be in [1, output_size] per axis, got {self.steps} for {self.output_size}."
+                )
 
     def window_starts(self, spatial: Sequence[int]) -> list[tuple[int, ...]]:
         """Start of every output window over a volume of spatial size ``spatial``."""
