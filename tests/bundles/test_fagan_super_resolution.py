@@ -25,7 +25,8 @@ from common.data.validation import InputDataError
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "fagan_super_resolution" / "configs"
 SPEC = next(b for b in BUNDLES if b.name == "fagan_super_resolution")
-TINY = {**SPEC.tiny, "sa_kv_pool": 1, "sw_batch_size": 24}  # the harness entry, full self-attention
+# the harness entry with full self-attention, 24 of the tiny 8 x 10 low-resolution slices at once
+TINY = {**SPEC.tiny, "sa_kv_pool": 1, "slice_pixels_per_batch": 24 * 80}
 ABLATIONS = {  # file: (use_lffb, use_ca, use_sa, fusion)
     "srgan": (False, False, False, "weighted"),
     "ca_srgan": (False, True, False, "weighted"),
