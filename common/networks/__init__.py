@@ -8,11 +8,10 @@ from .attention import FUSION_MODES, AttentionFusion, ChannelAttention, SelfAtte
 from .context_gan import (
     AutoContextCascade,
     CentreCropResidual,
-    ContextDiscriminator,
     ContextFCNGenerator,
     stage_checkpoints,
 )
-from .dual_discriminator import ConvNormPoolStage, GlobalCritic, LocalDiscriminator
+from .dual_discriminator import ConvNormPoolStage, ConvPoolCritic, LocalDiscriminator
 from .fagan import SUPPORTED_SCALES, FAGANGenerator, GlobalFeatureFusion, SRGANDiscriminator, spectral_normalize
 from .hrfcn import BRANCH_NAMES, HRFCN, FCNModule
 from .lffb import LocalFusionFeatureBlock, SRResidualBlock
@@ -36,11 +35,10 @@ __all__ = [
     "FUSION_MODES",
     "CentreCropResidual",
     "ContextFCNGenerator",
-    "ContextDiscriminator",
     "AutoContextCascade",
     "stage_checkpoints",
     "ConvNormPoolStage",
-    "GlobalCritic",
+    "ConvPoolCritic",
     "LocalDiscriminator",
     "SUPPORTED_SCALES",
     "GlobalFeatureFusion",

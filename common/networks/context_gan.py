@@ -1,4 +1,7 @@
-"""The context-aware GAN of Nie et al.: a 3D FCN generator (32³ -> centre 16³) and a CNN discriminator.
+"""The context-aware GAN of Nie et al.: a 3D FCN generator (32³ -> centre 16³) and its auto-context cascade.
+
+The CNN discriminator (Fig. 3) is :class:`common.networks.dual_discriminator.ConvPoolCritic` with
+``input_size=16``: the same layers as the dual-discriminator GAN's global critic.
 
 References:
     D. Nie, R. Trullo, J. Lian, L. Wang, C. Petitjean, S. Ruan, Q. Wang, D. Shen, "Medical image synthesis
@@ -24,16 +27,12 @@ import torch
 import torch.nn as nn
 
 from monai.networks.blocks import Convolution
-from monai.networks.layers.factories import Pool
-from monai.networks.nets import FullyConnectedNet
-from monai.utils import ensure_tuple_rep
 
 from common.networks.utils import check_spatial_dims
 
 __all__ = [
     "CentreCropResidual",
     "ContextFCNGenerator",
-    "ContextDiscriminator",
     "AutoContextCascade",
     "stage_checkpoints",
 ]
@@ -189,83 +188,6 @@ class ContextFCNGenerator(nn.Module):
         if self.use_residual:
             out = self.residual(out, x)
         return out
-
-
-class ContextDiscriminator(nn.Module):
-    """CNN discriminator of the context-aware GAN (Nie et al. 2018, Fig. 3): ``D: 16³ patch -> logit``.
-
-    ``len(channels)`` stages of Conv(3³) - BN - ReLU - MaxPool(2) (32, 64, 128 filters), one Conv(3³) - BN - ReLU
-    with ``bottleneck_channels`` (256), then fully connected layers 512 - ReLU - 128 - ReLU - 1. The output is
-    the logit ``D(y)``; ``sigmoid(D(y))`` is the probability that ``y`` is real, taken inside the BCE loss
-    ``L_D = BCE(D(Y), 1) + BCE(D(G(X)), 0)`` (seed Eq. 2). The authors' code applies a ReLU before the
-    sigmoid, which clamps every probability to >= 0.5; this class does not.
-
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels: channels of the judged patch (1; 1 + source channels for a conditional critic).
-        input_size: spatial size of the judged patch (16), divisible by ``2 ** len(channels)``.
-        channels: filters of the pooled stages.
-        bottleneck_channels: filters of the last convolution.
-        fc_channels: hidden widths of the fully connected layers.
-        kernel_size: convolution kernel.
-        norm: MONAI norm of the convolutions.
-        act: MONAI activation of the convolutions and the hidden fully connected layers.
-
-    Shapes:
-        (B, in_channels, *input_size) -> (B, 1).
-    """
-
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        input_size: Sequence[int] | int = 16,
-        channels: Sequence[int] = (32, 64, 128),
-        bottleneck_channels: int = 256,
-        fc_channels: Sequence[int] = (512, 128),
-        kernel_size: int = 3,
-        norm: str | tuple | None = "batch",
-        act: str | tuple | None = "relu",
-    ) -> None:
-        check_spatial_dims(spatial_dims)
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
-        channels = [int(c) for c in channels]
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty list of positive widths, got {channels}.")
-        if bottleneck_channels < 1:
-            raise ValueError(f"bottleneck_channels must be >= 1, got {bottleneck_channels}.")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}.")
-        size = ensure_tuple_rep(input_size, spatial_dims)
-        factor = 2 ** len(channels)
-        if any(s < factor or s % factor for s in size):
-            raise ValueError(f"input_size must be a multiple of {factor} (2 ** len(channels)), got {size}.")
-        super().__init__()
-        self.input_size = [int(s) for s in size]
-        pool = Pool[Pool.MAX, spatial_dims]
-        stages: list[nn.Module] = []
-        width = in_channels
-        for c in channels:
-            stages.append(Convolution(spatial_dims, width, c, kernel_size=kernel_size, act=act, norm=norm))
-            stages.append(pool(kernel_size=2))
-            width = c
-        stages.append(
-            Convolution(spatial_dims, width, bottleneck_channels, kernel_size=kernel_size, act=act, norm=norm)
-        )
-        self.features = nn.Sequential(*stages)
-        flat = bottleneck_channels
-        for s in self.input_size:
-            flat *= s // factor
-        self.classifier = FullyConnectedNet(flat, 1, [int(c) for c in fc_channels], act=act)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, *input_size) -> logits (B, 1)."""
-        if list(y.shape[2:]) != self.input_size:
-            raise ValueError(
-                "expected patches of size " + str(self.input_size) + ", got " + str(list(y.shape[2:])) + "."
-            )
-        return self.classifier(self.features(y).flatten(1))
 
 
 def stage_checkpoints(ckpt_dir: str, num_stages: int) -> list[str]:

@@ -1,6 +1,10 @@
-"""The two discriminators of the dual-discriminator synthesis GAN: a global WGAN-GP critic and a local FCN.
+"""The discriminators of the dual-discriminator synthesis GAN, a global critic and a local FCN.
 
-Reference:
+The global critic :class:`ConvPoolCritic` is also the discriminator of the context-aware GAN (Nie et al. 2018,
+Fig. 3: the same conv-BN-ReLU-maxpool stages 32/64/128, conv 256, FC 512/128/1, on a fixed 16³ patch): one
+class, parameterised by ``pooled_size`` (any size, adaptive pooling) or ``input_size`` (one fixed size).
+
+References:
     Q. Xiao, D. Nie, "Fine-grained Medical Image Synthesis with Dual-Attention Adversarial Learning" (after
     Nie et al., arXiv:1907.03297), Sec. 2.2 and 2.4, Fig. 2:
 
@@ -13,12 +17,16 @@ Reference:
       confidence map ``M`` (Eq. 4, 6). The authors' segmentation code (ginobilinie/confidentGAN) upsamples the
       map bilinearly to the image size before the sigmoid; this network does the same (linear interpolation).
 
+    D. Nie et al., "Medical image synthesis with deep convolutional adversarial networks", IEEE TBME 65(12),
+    2018, Fig. 3 (the context-aware GAN's discriminator, the ``input_size`` parameterisation).
+
 Both networks return **logits** (no sigmoid): the critic's score is used as is by the Wasserstein loss and
 the local map goes to a BCE-with-logits loss; :meth:`LocalDiscriminator.confidence` gives ``M = sigmoid(.)``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,11 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai.networks.blocks import Convolution
-from monai.networks.layers.factories import Act, Pool
+from monai.networks.layers.factories import Pool
+from monai.networks.nets import FullyConnectedNet
+from monai.utils import ensure_tuple_rep
 
 from common.networks.utils import check_spatial_dims
 
-__all__ = ["ConvNormPoolStage", "GlobalCritic", "LocalDiscriminator"]
+__all__ = ["ConvNormPoolStage", "ConvPoolCritic", "LocalDiscriminator"]
 
 _INTERP = {2: "bilinear", 3: "trilinear"}
 
@@ -42,17 +52,18 @@ def _check_widths(name: str, widths: Sequence[int], min_len: int = 1) -> tuple[i
 
 
 class ConvNormPoolStage(nn.Sequential):
-    """One stage of the global critic: ``maxpool_2(ReLU(norm(conv_3(x))))``.
+    """One stage of the critic: ``maxpool_2(act(norm(conv_k(x))))``.
 
-    The max-pooling uses ``ceil_mode=True`` so that a spatial size of 1 stays 1: the critic accepts any patch
-    size (the fully connected head sees an adaptively pooled grid).
+    The max-pooling uses ``ceil_mode=True`` so that a spatial size of 1 stays 1 (an adaptively pooled critic then
+    accepts any patch size); on even sizes it equals the floor pooling of Nie et al. 2018.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: filters of the convolution.
-        kernel_size: convolution kernel size (3 in the paper).
-        norm: MONAI norm spec (``"batch"`` in the paper; ``None`` for no normalisation).
+        kernel_size: convolution kernel size (3 in both papers).
+        norm: MONAI norm spec (``"batch"`` in both papers; ``None`` for no normalisation, then the conv has a bias).
+        act: MONAI activation spec (``"relu"``).
 
     Shapes:
         (B, in_channels, *S) -> (B, out_channels, *ceil(S / 2)).
@@ -65,41 +76,59 @@ class ConvNormPoolStage(nn.Sequential):
         out_channels: int,
         kernel_size: int = 3,
         norm: str | tuple | None = "batch",
+        act: str | tuple | None = "relu",
     ) -> None:
         check_spatial_dims(spatial_dims)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}.")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}.")
         super().__init__()
         self.conv = Convolution(
-            spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act="relu", norm=norm, bias=norm is None
+            spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act=act, norm=norm, bias=norm is None
         )
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2, ceil_mode=True)
 
 
-class GlobalCritic(nn.Module):
-    """Global discriminator D1 of Xiao and Nie (Sec. 2.4): one unbounded realism score per image.
+class ConvPoolCritic(nn.Module):
+    """Image-level CNN critic shared by the dual-discriminator GAN (D1) and the context-aware GAN (D).
 
-    ``D1(y) = FC_1(ReLU(FC_128(ReLU(FC_512(flatten(pool_a(conv_256(S_128(S_64(S_32(y)))))))))))`` where ``S_c`` is a
-    :class:`ConvNormPoolStage` with ``c`` filters and ``pool_a`` an adaptive average pooling to ``pooled_size``
-    per axis, so any input size gives the same number of features. It is trained as a WGAN-GP critic (Eq. 2):
-    ``L_D1 = E[D1(G(x))] - E[D1(y)] + lambda E[(||grad D1(x_hat)||_2 - 1)^2]``; the generator term is
-    ``L_G_ADV1 = -E[D1(G(x))]`` (Eq. 3).
+    ``D(y) = FC(pool(conv_c(S_cn(...S_c1(y)))))``: ``n`` :class:`ConvNormPoolStage` stages (conv-norm-act-maxpool),
+    one conv-norm-act with ``conv_channels`` filters, a pooling to a fixed feature grid, then fully connected
+    layers ``fc_channels`` -> 1 (MONAI ``FullyConnectedNet``, ``act`` after each hidden layer, linear output).
+    The output is a logit / unbounded score (no sigmoid, no ReLU at the end). Both papers give the same layers:
+    3 stages with 32, 64, 128 filters, a 256-filter conv, FC 512 - 128 - 1, kernel 3, batch norm, ReLU.
 
-    Note: batch norm in a gradient-penalty critic makes the per-sample gradient depend on the batch (WGAN-GP
-    recommends no BN); BN is the paper's default, ``norm="instance"``/``"layer"``/``None`` are alternatives.
+    The two parameterisations differ only in how the feature grid reaches the FC layers:
+
+    - ``pooled_size`` (Xiao and Nie, D1): an adaptive average pooling to ``pooled_size`` per axis, so any input
+      size works. Trained as a WGAN-GP critic (Eq. 2):
+      ``L_D1 = E[D1(G(x))] - E[D1(y)] + lambda E[(||grad D1(x_hat)||_2 - 1)^2]``; generator term
+      ``L_G_ADV1 = -E[D1(G(x))]`` (Eq. 3). Batch norm in a gradient-penalty critic makes the per-sample gradient
+      depend on the batch (WGAN-GP recommends none); ``norm="instance"``/``"layer"``/``None`` are alternatives.
+    - ``input_size`` (Nie et al. 2018, Fig. 3, 16³ patches): the critic accepts only that size (checked), and the
+      FC layers see the whole ``input_size / 2^n`` grid (the pooling is then an identity). Trained with BCE,
+      ``L_D = BCE(D(Y), 1) + BCE(D(G(X)), 0)``; the authors' ReLU before the sigmoid is not applied.
 
     Args:
         spatial_dims: 2 or 3.
-        in_channels: input channels (target channels: the critic is unconditional in the paper).
-        channels: filters of the conv-norm-ReLU-maxpool stages (32, 64, 128).
+        in_channels: channels of the judged image (1; 1 + source channels for a conditional critic).
+        channels: filters of the conv-norm-act-maxpool stages (32, 64, 128).
         conv_channels: filters of the last convolution (256).
         fc_channels: widths of the hidden fully connected layers (512, 128); a last layer maps to 1.
-        pooled_size: adaptive pooling grid per axis before flattening.
         kernel_size: convolution kernel size (3).
-        norm: MONAI norm spec of the stages (``"batch"`` in the paper).
+        norm: MONAI norm spec of every convolution (``"batch"`` in both papers).
+        act: MONAI activation of the convolutions and the hidden fully connected layers (``"relu"``).
+        pooled_size: adaptive pooling grid per axis (any input size); exclusive with ``input_size``.
+        input_size: the only accepted spatial size, each a multiple of ``2 ** len(channels)``; exclusive with
+            ``pooled_size``.
+
+    Attributes:
+        input_size: the accepted size as a list, or None for any size.
+        feature_grid: the grid per axis flattened into the FC layers.
 
     Shapes:
-        (B, in_channels, *S) for any S >= 1 per axis -> (B, 1) logits (unbounded critic scores).
+        (B, in_channels, *S) -> (B, 1), S any size >= 1 per axis (``pooled_size``) or ``input_size``.
     """
 
     def __init__(
@@ -109,9 +138,11 @@ class GlobalCritic(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         conv_channels: int = 256,
         fc_channels: Sequence[int] = (512, 128),
-        pooled_size: int = 4,
         kernel_size: int = 3,
         norm: str | tuple | None = "batch",
+        act: str | tuple | None = "relu",
+        pooled_size: Sequence[int] | int | None = None,
+        input_size: Sequence[int] | int | None = None,
     ) -> None:
         check_spatial_dims(spatial_dims)
         if in_channels < 1:
@@ -120,32 +151,47 @@ class GlobalCritic(nn.Module):
         fc_channels = _check_widths("fc_channels", fc_channels, min_len=0)
         if conv_channels < 1:
             raise ValueError(f"conv_channels must be >= 1, got {conv_channels}.")
-        if pooled_size < 1:
-            raise ValueError(f"pooled_size must be >= 1, got {pooled_size}.")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}.")
+        if (pooled_size is None) == (input_size is None):
+            raise ValueError(
+                "give exactly one of pooled_size (any input size, adaptive pooling) and input_size (one fixed "
+                f"patch size), got pooled_size={pooled_size!r}, input_size={input_size!r}."
+            )
+        factor = 2 ** len(channels)
+        if input_size is not None:
+            size = tuple(int(s) for s in ensure_tuple_rep(input_size, spatial_dims))
+            if any(s < factor or s % factor for s in size):
+                raise ValueError(f"input_size must be a multiple of {factor} (2 ** len(channels)), got {size}.")
+            grid = tuple(s // factor for s in size)
+        else:
+            grid = tuple(int(s) for s in ensure_tuple_rep(pooled_size, spatial_dims))
+            if any(s < 1 for s in grid):
+                raise ValueError(f"pooled_size must be >= 1, got {pooled_size!r}.")
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.input_size: list[int] | None = None if input_size is None else list(size)
+        self.feature_grid = list(grid)
         widths = (in_channels, *channels)
         self.stages = nn.Sequential(
             *(
-                ConvNormPoolStage(spatial_dims, widths[i], widths[i + 1], kernel_size, norm)
+                ConvNormPoolStage(spatial_dims, widths[i], widths[i + 1], kernel_size, norm, act)
                 for i in range(len(channels))
             )
         )
         self.conv = Convolution(
-            spatial_dims, channels[-1], conv_channels, kernel_size=kernel_size, act="relu", norm=norm, bias=norm is None
+            spatial_dims, channels[-1], conv_channels, kernel_size=kernel_size, act=act, norm=norm, bias=norm is None
         )
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](pooled_size)
-        features = [conv_channels * pooled_size**spatial_dims, *fc_channels]
-        layers: list[nn.Module] = []
-        for i in range(len(fc_channels)):
-            layers += [nn.Linear(features[i], features[i + 1]), Act[Act.RELU]()]
-        layers.append(nn.Linear(features[-1], 1))
-        self.head = nn.Sequential(*layers)
+        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](grid)
+        self.head = FullyConnectedNet(conv_channels * math.prod(grid), 1, fc_channels, act=act)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Score ``y`` of shape (B, C, *S); returns (B, 1)."""
-        features = self.pool(self.conv(self.stages(y)))
-        return self.head(torch.flatten(features, 1))
+        """Score ``y`` of shape (B, C, *S); returns (B, 1) logits."""
+        size = self.input_size
+        if size is not None:
+            if list(y.shape[2:]) != size:
+                raise ValueError("expected patches of size " + str(size) + ", got " + str(list(y.shape[2:])) + ".")
+        return self.head(self.pool(self.conv(self.stages(y))))
 
 
 class LocalDiscriminator(nn.Module):

@@ -16,9 +16,10 @@ import pytest
 import torch
 from contract import BUNDLES, collated, load_checkpoint, run, workflow
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from common.data.validation import InputDataError
+from common.networks.dual_discriminator import ConvPoolCritic
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "dual_discriminator_synthesis" / "configs"
@@ -38,11 +39,31 @@ def trained(tiny_phantom, tmp_path_factory):
     return root, wf
 
 
+@pytest.mark.parametrize(
+    "bundle, key, input_size",
+    [
+        ("dual_discriminator_synthesis", "global_dnetwork_def", None),
+        ("context_gan_synthesis", "dnetwork_def", [16] * 3),
+    ],
+)
+def test_both_gan_bundles_build_the_shared_critic_with_the_papers_layers(bundle, key, input_size):
+    """D1 of Xiao and Nie and D of Nie et al. 2018 are one class; only the head's input handling differs."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    critic = parser.get_parsed_content(key)
+    assert type(critic) is ConvPoolCritic and critic.input_size == input_size
+    convs = [m.out_channels for m in critic.modules() if isinstance(m, torch.nn.Conv3d)]
+    linears = [m.out_features for m in critic.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [32, 64, 128, 256] and linears == [512, 128, 1]
+    assert sum(isinstance(m, torch.nn.BatchNorm3d) for m in critic.modules()) == 4
+
+
 def test_default_trains_both_discriminators_with_attention(trained):
     root, wf = trained
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.state.iteration == 2
     assert set(trainer.discriminators) == {"global", "local"}
+    assert type(trainer.discriminators["global"].network) is ConvPoolCritic
     assert trainer.discriminators["global"].loss.mode == "wasserstein"
     assert trainer.discriminators["global"].loss.gradient_penalty_weight == 10.0
     assert trainer.discriminators["local"].loss.mode == "bce" and not trainer.discriminators["local"].conditional

@@ -12,7 +12,7 @@ from common.losses.difficulty import (
     difficulty_attention,
     dual_discriminator_generator_loss,
 )
-from common.networks.dual_discriminator import GlobalCritic, LocalDiscriminator
+from common.networks.dual_discriminator import ConvPoolCritic, LocalDiscriminator
 
 DIMS = [2, 3]
 
@@ -46,7 +46,11 @@ def test_gradient_penalty_zero_for_unit_gradient_and_positive_otherwise(spatial_
     assert float(loss.penalty(_LinearCritic(numel, 3.0), real, fake)) == pytest.approx(40.0, rel=1e-5)
     assert (
         float(
-            loss.penalty(GlobalCritic(spatial_dims, channels=(2, 2, 2), conv_channels=2, fc_channels=(4,)), real, fake)
+            loss.penalty(
+                ConvPoolCritic(spatial_dims, channels=(2, 2, 2), conv_channels=2, fc_channels=(4,), pooled_size=4),
+                real,
+                fake,
+            )
         )
         > 0
     )

@@ -1,4 +1,4 @@
-"""ContextFCNGenerator (32³ -> 16³ FCN) and ContextDiscriminator of Nie et al.'s context-aware GAN."""
+"""ContextFCNGenerator (32³ -> 16³ FCN) of Nie et al.'s context-aware GAN and its discriminator (the shared critic)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.networks.context_gan import CentreCropResidual, ContextDiscriminator, ContextFCNGenerator
+from common.networks.context_gan import CentreCropResidual, ContextFCNGenerator
+from common.networks.dual_discriminator import ConvPoolCritic
 
 TINY = (4, 4, 4, 8, 8, 8, 4, 4)
 
@@ -70,22 +71,21 @@ def test_generator_validates_arguments():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_discriminator_gives_one_logit_per_patch(dims):
-    net = ContextDiscriminator(
-        dims, in_channels=1, input_size=16, channels=(4, 8, 8), bottleneck_channels=8, fc_channels=(16, 8)
-    )
+def test_discriminator_config_gives_one_logit_per_patch(dims):
+    """The bundle's discriminator: the shared critic on the generator's fixed 16³ output patch."""
+    net = ConvPoolCritic(dims, in_channels=1, input_size=16, channels=(4, 8, 8), conv_channels=8, fc_channels=(16, 8))
     out = net(torch.rand(3, 1, *([16] * dims)))
     assert out.shape == (3, 1)
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [16, 8, 1] and linears[0].in_features == 8 * 2**dims
     # logits, not probabilities: no ReLU after the last linear layer, so negative outputs occur
-    assert not isinstance(list(net.classifier.children())[-1], torch.nn.ReLU)
+    assert isinstance(list(net.head.children())[-1], torch.nn.Linear)
     with pytest.raises(ValueError, match="expected patches"):
         net(torch.rand(1, 1, *([8] * dims)))
 
 
 def test_discriminator_paper_widths_and_torchscript():
-    net = ContextDiscriminator(3).eval()
+    net = ConvPoolCritic(3, input_size=16).eval()
     convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
     assert convs == [32, 64, 128, 256]
     assert [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)] == [512, 128, 1]
@@ -94,8 +94,6 @@ def test_discriminator_paper_widths_and_torchscript():
     gen = ContextFCNGenerator(3, channels=TINY, residual=True).eval()
     y = torch.rand(1, 1, 32, 32, 32)
     assert torch.allclose(torch.jit.script(gen)(y), gen(y))
-    with pytest.raises(ValueError, match="multiple of 8"):
-        ContextDiscriminator(3, input_size=12)
 
 
 def test_auto_context_cascade_feeds_each_stage_the_previous_whole_volume(tmp_path):
