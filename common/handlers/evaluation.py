@@ -2,6 +2,7 @@
 
 :class:`RegressionEvaluationSaver`: per-case MAE / MSE / PSNR / SSIM over the whole image and inside
 region masks (brain, tumour), optional slice metrics (PSNR on the slices that contain tumour, AMCGAN),
+optional contrast-enhancement metrics (:mod:`common.metrics.enhancement`: recovery and false enhancement),
 written as ``metrics.csv`` (one row per case), ``summary.json`` and ``summary.md`` (mean ± std, count).
 It reads each case from the engine's state after an iteration (:mod:`common.handlers.cases`);
 ``item_transform`` (e.g. a MONAI dict transform undoing the intensity normalisation of ``pred`` and
@@ -22,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from ignite.engine import Engine
@@ -31,8 +33,11 @@ from common.handlers.cases import _CaseHandler as _CaseHandler
 from common.handlers.cases import _tensor as _tensor
 from common.handlers.cases import case_items, case_name
 from common.handlers.figure_grid import FigureGridSaver
+from common.metrics.enhancement import ENHANCING_RIM_LABEL, compute_enhancement_metrics
 from common.metrics.regression import METRIC_NAMES, compute_regression_metrics, compute_slice_psnr
 from common.utils.dist import is_rank_zero, world_size
+
+TARGET_FILE_RANGE = "target_file_range"
 
 __all__ = ["RegressionEvaluationSaver", "FigureGridSaver", "case_items", "case_name"]
 
@@ -70,7 +75,11 @@ class RegressionEvaluationSaver(_CaseHandler):
         regions: ``{region_name: mask_key}``, e.g. ``{"brain": "brain_mask", "tumor": "tumor_mask"}``.
         slice_metrics: ``{column: (mask_key, axis)}``, e.g. ``{"psnr_tumor_slices": ("tumor_mask", 2)}``.
         metrics: metrics of the whole image; ``region_metrics``: of the regions (default: ``metrics``).
-        data_range, normalize, percentiles, percentile_reference: as in ``compute_regression_metrics``.
+        data_range, normalize, percentiles, percentile_reference: as in ``compute_regression_metrics``; also
+            ``data_range="target_file_range"``: the peak is ``max - min`` of the target *file* the label was read
+            from (``label.meta["filename_or_obj"]``), whatever the bundle did to the label afterwards. A
+            skull-stripping bundle (HR-FCN) scores against its skull-stripped target with the same peak as a
+            bundle scoring the whole head, so brain PSNRs of one task compare number for number.
         normalize_mask_key: mask whose voxels give the normalisation percentiles for every region (default:
             each region's own mask, the whole image for the whole-image metrics).
         ssim_kwargs: SSIM options (``kernel_type``, ``win_size``, ``kernel_sigma``, ``k1``, ``k2``,
@@ -80,6 +89,12 @@ class RegressionEvaluationSaver(_CaseHandler):
         item_transform: callable applied to each per-case dict first (e.g. de-normalisation).
         state_metrics_prefix: prefix of the ``engine.state.metrics`` names; ``None`` to not set them.
         write_event: ``"EPOCH_COMPLETED"`` or ``"COMPLETED"``.
+        enhancement: ``None``, or the keys of :func:`~common.metrics.enhancement.compute_enhancement_metrics`
+            for columns ``enhancement_recovery`` and ``false_enhancement``: ``{"source_key": ...}`` (required:
+            the pre-contrast source in the target's units, after ``item_transform``), ``"region_key"`` (label map,
+            e.g. the tumour mask; missing: threshold mode), ``"region_label"`` (default 3, the phantom's enhancing
+            rim; ``None``: every label), ``"brain_key"`` (default: the ``"brain"`` region's key), ``"threshold"``
+            (``|target - source|`` threshold when there is no region map).
     """
 
     def __init__(
@@ -101,8 +116,10 @@ class RegressionEvaluationSaver(_CaseHandler):
         item_transform: Callable | None = None,
         state_metrics_prefix: str | None = "",
         write_event: str = "EPOCH_COMPLETED",
+        enhancement: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(pred_key, label_key, case_key, item_transform, write_event)
+        self.enhancement = self._enhancement_options(enhancement, regions)
         if not output_dir:
             raise ValueError("output_dir must be a non-empty path.")
         for arg, names in (("metrics", metrics), ("region_metrics", region_metrics or metrics)):
@@ -113,8 +130,10 @@ class RegressionEvaluationSaver(_CaseHandler):
         for name, spec in (slice_metrics or {}).items():
             if len(spec) != 2 or int(spec[1]) not in (0, 1, 2):
                 raise ValueError(f"slice_metrics[{name!r}] must be (mask_key, axis in 0..2), got {spec!r}.")
+        self.file_range = data_range == TARGET_FILE_RANGE
+        self._file_ranges: dict[str, float] = {}
         self.options = dict(
-            data_range=data_range,
+            data_range=None if self.file_range else data_range,
             normalize=normalize,
             percentiles=tuple(percentiles),
             percentile_reference=percentile_reference,
@@ -129,6 +148,42 @@ class RegressionEvaluationSaver(_CaseHandler):
         self._columns: list[str] = []
         self._missing_logged: set[str] = set()
         self.logger = logging.getLogger(self.__class__.__name__)
+
+    @staticmethod
+    def _enhancement_options(enhancement: Mapping[str, Any] | None, regions: Mapping[str, str] | None) -> dict | None:
+        """Validate the ``enhancement`` argument; fill in the defaults."""
+        if enhancement is None:
+            return None
+        allowed = {"source_key", "region_key", "region_label", "brain_key", "threshold"}
+        if not isinstance(enhancement, Mapping) or not enhancement.get("source_key") or set(enhancement) - allowed:
+            raise ValueError(
+                f"enhancement must be None or a dict with 'source_key' and keys of {allowed}, got {enhancement!r}."
+            )
+        options = {"region_key": None, "region_label": ENHANCING_RIM_LABEL, "threshold": None, **enhancement}
+        options.setdefault("brain_key", (regions or {}).get("brain"))
+        if options["region_key"] is None and options["threshold"] is None:
+            raise ValueError("enhancement needs a 'region_key' or a 'threshold'.")
+        return options
+
+    def _enhancement(self, item: Mapping, name: str, pred: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        """Enhancement recovery / false enhancement of one case (empty if its source is missing)."""
+        opts = self.enhancement
+        source = item.get(opts["source_key"])
+        if source is None:
+            self._mask(item, opts["source_key"], pred, "enhancement source")  # logs the missing key once
+            return {}
+        source = _tensor(source).double()
+        source = source[None] if source.ndim == pred.ndim - 1 else source
+        region = self._mask(item, opts["region_key"], pred, "enhancement region") if opts["region_key"] else None
+        if opts["region_key"] and region is None and opts["threshold"] is None:
+            return {}
+        brain = self._mask(item, opts["brain_key"], pred, "enhancement brain") if opts["brain_key"] else None
+        values = compute_enhancement_metrics(
+            pred, label, source, region, opts["region_label"], opts["threshold"], brain
+        )
+        if math.isnan(values["enhancement_recovery"]):
+            self.logger.info(f"case {name!r}: no enhancing voxels (or no contrast in the target); recovery skipped.")
+        return values
 
     def reset(self, engine: Engine | None = None) -> None:
         super().reset(engine)
@@ -151,6 +206,8 @@ class RegressionEvaluationSaver(_CaseHandler):
             if self.normalize_mask_key:
                 pmask = self._mask(item, self.normalize_mask_key, pred, "normalisation mask")
             row: dict[str, Any] = {"case": name}
+            if self.file_range:
+                self.options["data_range"] = self._target_file_range(item[self.label_key], name)
             values = compute_regression_metrics(
                 pred, label, None, metrics=self.metrics, percentile_mask=pmask, **self.options, **self.ssim_kwargs
             )
@@ -178,8 +235,25 @@ class RegressionEvaluationSaver(_CaseHandler):
                 if not (mask > 0).any():
                     warnings.warn(f"case {name!r}: mask {key!r} of {column!r} is empty; skipped.", stacklevel=2)
                 row[column] = compute_slice_psnr(pred, label, mask, axis, percentile_mask=pmask, **self.options)
+            if self.enhancement is not None:
+                row.update(self._enhancement(item, name, pred, label))
             self._columns += [c for c in row if c != "case" and c not in self._columns]
             self.rows.append(row)
+
+    def _target_file_range(self, label: Any, name: str) -> float:
+        """``max - min`` of the file ``label`` was loaded from (read once per file)."""
+        meta = getattr(label, "meta", None) or {}
+        path = meta.get("filename_or_obj")
+        if not path:
+            raise ValueError(
+                f"case {name!r}: data_range='target_file_range' needs the label's source file in its metadata "
+                "(label.meta['filename_or_obj']); the label has none."
+            )
+        path = str(path[0] if isinstance(path, (list, tuple)) else path)
+        if path not in self._file_ranges:
+            data = np.asarray(nib.load(path).dataobj, dtype=np.float64)
+            self._file_ranges[path] = float(data.max() - data.min())
+        return self._file_ranges[path]
 
     def _gather_rows(self) -> list[dict[str, Any]]:
         if world_size() == 1:

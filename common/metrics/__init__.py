@@ -1,8 +1,16 @@
-"""Image-regression metrics (MAE, MSE, PSNR, SSIM) for 2D and 3D, optionally inside a mask."""
+"""Image-regression metrics (MAE, MSE, PSNR, SSIM) for 2D and 3D, optionally inside a mask; enhancement metrics."""
 
 from __future__ import annotations
 
 from .cumulative import MaskedMAEMetric, MaskedMSEMetric, MaskedPSNRMetric, MaskedRegressionMetric, MaskedSSIMMetric
+from .enhancement import (
+    ENHANCEMENT_METRIC_NAMES,
+    ENHANCING_RIM_LABEL,
+    EnhancementRecoveryMetric,
+    FalseEnhancementMetric,
+    compute_enhancement_metrics,
+    enhancing_region,
+)
 from .regression import (
     DATA_RANGE_MODES,
     METRIC_NAMES,
@@ -14,6 +22,12 @@ from .regression import (
 
 __all__ = [
     "DATA_RANGE_MODES",
+    "ENHANCEMENT_METRIC_NAMES",
+    "ENHANCING_RIM_LABEL",
+    "EnhancementRecoveryMetric",
+    "FalseEnhancementMetric",
+    "compute_enhancement_metrics",
+    "enhancing_region",
     "METRIC_NAMES",
     "MaskedMAEMetric",
     "MaskedMSEMetric",

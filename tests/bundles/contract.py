@@ -83,7 +83,8 @@ class BundleSpec:
         paired: whether source and target are different images (a super-resolution bundle's target is its
             own source at a finer grid: no shape/affine pairing to refuse).
         eval_target_mask: a mask key the bundle applies to its target before scoring (a skull-stripping
-            bundle scores against the skull-stripped target); None: the target file as it is.
+            bundle scores against the skull-stripped target, with the target file's range as the peak, so its
+            PSNR compares with the other bundles of its task); None: the target file as it is.
     """
 
     name: str
@@ -144,7 +145,7 @@ BUNDLES: list[BundleSpec] = [
             "n_epochs_decay": 0,
             "slices_per_volume": 1,  # 3 training volumes x 1 slice, batch 2 -> 2 iterations per epoch
             "num_workers": 0,
-            "sw_batch_size": 12,
+            "slice_pixels_per_batch": 12 * 32 * 40,  # 12 of the tiny phantom's 32 x 40 slices at once
         },
         source_keys=("t1",),
         target_key="t1ce",
@@ -217,7 +218,7 @@ BUNDLES: list[BundleSpec] = [
             "lambda_perceptual": 0.0,
             "num_workers": 0,
             "sa_kv_pool": 2,  # self-attention over a whole x4 slice: N^2 memory; pooled keys and few slices at once
-            "sw_batch_size": 2,
+            "slice_pixels_per_batch": 160,  # 2 of the tiny phantom's 8 x 10 low-resolution slices
         },
         source_keys=("t1",),
         target_key="t1",
@@ -332,8 +333,9 @@ def override_files(spec: BundleSpec) -> list[str]:
     return found + list(spec.extra_overrides)
 
 
-def psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    peak = float(target.max() - target.min())
+def psnr(pred: np.ndarray, target: np.ndarray, peak: float | None = None) -> float:
+    """PSNR with ``peak`` (default: the target's range)."""
+    peak = float(target.max() - target.min()) if peak is None else peak
     return 10 * math.log10(peak**2 / float(np.mean((pred.astype(np.float64) - target) ** 2)))
 
 

@@ -211,3 +211,77 @@ def test_missing_pred_key_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="synth"):
         _evaluate(_cases(1), [saver])
     assert not os.path.exists(tmp_path / "metrics.csv")
+
+
+def test_enhancement_columns_equal_the_metric(tmp_path):
+    """Recovery / false enhancement per case in metrics.csv and the summary, with the source from the batch."""
+    from common.metrics.enhancement import compute_enhancement_metrics
+
+    cases = _cases()
+    for case in cases:  # label = 0.9 image + 0.05 + 1 in the tumour ("rim", label 3): Shift() recovers nothing
+        case["tumor_mask"] = 3 * case["tumor_mask"]
+        case["label"] = Shift()(case["image"][None])[0] + (case["tumor_mask"] == 3).float()
+        case["t1"] = case["image"] + 0.02
+    saver = RegressionEvaluationSaver(
+        str(tmp_path),
+        regions={"brain": "brain_mask"},
+        metrics=("psnr",),
+        enhancement={"source_key": "t1", "region_key": "tumor_mask", "region_label": 3},
+    )
+    evaluator = _evaluate(cases, [saver])
+    header, rows = _read_csv(tmp_path / "metrics.csv")
+    assert header == ["case", "psnr", "psnr_brain", "enhancement_recovery", "false_enhancement"]
+    for case, row in zip(cases, rows):
+        pred = Shift()(case["image"][None])[0]
+        expected = compute_enhancement_metrics(
+            pred, case["label"], case["t1"], case["tumor_mask"], 3, None, case["brain_mask"]
+        )
+        gain = (pred - case["t1"]).double()
+        rim = (case["tumor_mask"] == 3).expand_as(gain)
+        if rim.any():  # by hand: mean gain in the rim over the 1.0 wanted there
+            assert float(row[3]) == pytest.approx(
+                float(gain[rim].mean()) / float((case["label"] - case["t1"])[rim].mean()), rel=1e-5
+            )
+        else:
+            assert row[3] == ""  # sub-2 has no tumour: skipped
+        outside = ((case["brain_mask"] > 0) & (case["tumor_mask"] != 3)).expand_as(gain)
+        assert float(row[4]) == pytest.approx(float(gain.clamp_min(0)[outside].mean()), rel=1e-5)
+        assert float(row[4]) == pytest.approx(expected["false_enhancement"], rel=1e-9)
+    summary = _strict_json(tmp_path / "summary.json")["metrics"]
+    assert summary["enhancement_recovery"]["count"] == 2 and summary["enhancement_recovery"]["skipped"] == 1
+    assert evaluator.state.metrics["false_enhancement"] == pytest.approx(np.mean([float(r[4]) for r in rows]))
+    with pytest.raises(ValueError, match="source_key"):
+        RegressionEvaluationSaver(str(tmp_path), enhancement={"region_key": "tumor_mask"})
+    with pytest.raises(ValueError, match="threshold"):
+        RegressionEvaluationSaver(str(tmp_path), enhancement={"source_key": "t1"})
+
+
+def test_target_file_range_peak_is_the_files_range_not_the_masked_labels(tmp_path):
+    """A skull-stripped label scored with the peak of its (whole-head) target file, read from the label's meta."""
+    import nibabel as nib
+
+    cases, peaks = _cases(2), []
+    for i, case in enumerate(cases):
+        full = case["label"].clone()
+        full[:, 0, 0, 0] = 10.0 + i  # a bright voxel outside the brain, in the file only
+        peaks.append(float(full.max() - full.min()))
+        path = tmp_path / f"target{i}.nii.gz"
+        nib.save(nib.Nifti1Image(full[0].numpy(), np.eye(4)), str(path))
+        case["label"] = MetaTensor(case["label"] * case["brain_mask"], meta={"filename_or_obj": str(path)})
+    saver = RegressionEvaluationSaver(
+        str(tmp_path / "eval"), regions={"brain": "brain_mask"}, metrics=("psnr",), data_range="target_file_range"
+    )
+    _evaluate(cases, [saver], batch_size=1)
+    _, rows = _read_csv(tmp_path / "eval" / "metrics.csv")
+    for i, (case, row) in enumerate(zip(cases, rows)):
+        pred = Shift()(case["image"][None])[0].double()
+        label = case["label"].as_tensor().double()
+        peak = peaks[i]  # the file's max - min
+        mse = float(((pred - label) ** 2).mean())
+        assert float(row[1]) == pytest.approx(10 * np.log10(peak**2 / mse), abs=1e-4)
+        masked_peak = float(label.max() - label.min())
+        assert masked_peak < peak  # the label alone would have given a lower peak
+    no_meta = _cases(1)
+    saver = RegressionEvaluationSaver(str(tmp_path / "e2"), metrics=("psnr",), data_range="target_file_range")
+    with pytest.raises(Exception, match="filename_or_obj"):
+        _evaluate(no_meta, [saver])
