@@ -105,6 +105,7 @@ def generate_subject(
     seed: int = 0,
     *,
     num_tumors: int | Sequence[int] = (0, 3),
+    tumor_radius_range: Sequence[float] = (0.15, 0.28),
     noise_level: float = 0.03,
     ct_noise_hu: float = 5.0,
     bias_strength: float = 0.12,
@@ -122,6 +123,9 @@ def generate_subject(
         shape, spacing: grid (X, Y, Z) pointing Right, Anterior, Superior; voxel size (mm). The head fills the FOV.
         seed: anatomy, parameters, acquisition and noise use separate streams of it (noise off: same anatomy).
         num_tumors: a number of tumours, or an inclusive (min, max) range drawn uniformly.
+        tumor_radius_range: (min, max) outer radius of a tumour's enhancing rim, as a fraction of the brain's
+            smallest semi-axis, drawn uniformly (necrotic core 35-65 % of it, edema 1.3-1.9x); the default
+            (0.15, 0.28) gives 6-11 mm rims in the 96 x 112 x 96 demo head. Larger values: more enhancing tissue.
         noise_level: Rician noise sigma relative to each MR series' white-matter signal (Gaussian, relative to
             white-matter ADC, for ADC); 0 switches noise off. ``ct_noise_hu``: Gaussian CT noise (HU).
         bias_strength, intensity_jitter: std of the log of each MR series' smooth (80 mm) bias field and of its
@@ -139,6 +143,8 @@ def generate_subject(
     lo, hi = (num_tumors, num_tumors) if np.isscalar(num_tumors) else tuple(num_tumors)
     if not 0 <= int(lo) <= int(hi):
         raise ValueError(f"num_tumors must be a count >= 0 or a range (min, max), 0 <= min <= max; got {num_tumors}.")
+    if len(tumor_radius_range) != 2 or not 0 < float(tumor_radius_range[0]) <= float(tumor_radius_range[1]) <= 0.6:
+        raise ValueError(f"tumor_radius_range must be (min, max) with 0 < min <= max <= 0.6, got {tumor_radius_range}.")
     for name in (
         "noise_level",
         "ct_noise_hu",
@@ -153,7 +159,8 @@ def generate_subject(
         if not float(locals()[name]) >= 0:
             raise ValueError(f"{name} must be >= 0, got {locals()[name]}.")
     rng_anat, rng_par, rng_acq, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    frac, hull, tumours = _anatomy(rng_anat, shape, spacing, (int(lo), int(hi)))
+    radii = (float(tumor_radius_range[0]), float(tumor_radius_range[1]))
+    frac, hull, tumours = _anatomy(rng_anat, shape, spacing, (int(lo), int(hi)), radii)
     params = {}  # subject's PD, T1, T2, T2*, ADC, Gd: x exp(N(0, jitter)); CT: + N(0, jitter max(|HU|, 100))
     for code, p in TISSUE_PARAMETERS.items():
         mult, shift = np.exp(rng_par.normal(0, param_jitter, 7)), rng_par.normal(0, param_jitter * max(abs(p.ct), 100))
@@ -264,6 +271,7 @@ def generate_dataset(
         "spacing": spacing,
         "labels": TISSUE_LABELS,
         "tumor_labels": {0: "none", **TUMOR_LABELS},
+        "phantom_options": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(phantom_kwargs.items())},
         **{f"num{name.capitalize()}": len(ids) for name, ids in splits.items()},
     }  # numTraining, ...
     return write_datalist(root / "datalist.json", {k: [entries[s] for s in v] for k, v in splits.items()}, extra)

@@ -150,8 +150,9 @@ def _tumour(frac, axes, h, center, radii, shape_field, hull) -> None:
         sub[EDEMA] += moved
 
 
-def _anatomy(rng, shape, spacing, num_tumors: tuple[int, int]):
-    """Tissue memberships (12, X, Y, Z), brain-hull membership (X, Y, Z) and the list of tumours."""
+def _anatomy(rng, shape, spacing, num_tumors: tuple[int, int], tumor_radius_range: tuple[float, float] = (0.15, 0.28)):
+    """Tissue memberships (12, X, Y, Z), brain-hull membership (X, Y, Z) and the list of tumours; each tumour's
+    enhancing radius is drawn uniformly in ``tumor_radius_range`` x the brain's smallest semi-axis."""
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
     h = float(np.prod(spacing)) ** (1 / 3)
     frac, hull, h_ic, db, hc, a_sinus, a_b = _head_and_cortex(rng, axes, np.asarray(spacing), h)
@@ -186,7 +187,7 @@ def _anatomy(rng, shape, spacing, num_tumors: tuple[int, int]):
     tumours, shape_field = [], _smooth_field(rng, shape, spacing, 8.0)
     cand = np.flatnonzero(frac[WM] > 0.999)
     for _ in range(int(rng.integers(num_tumors[0], num_tumors[1] + 1))):
-        r_e = rng.uniform(0.15, 0.28) * a_b.min()
+        r_e = rng.uniform(*tumor_radius_range) * a_b.min()
         radii = (max(0.0, min(r_e * rng.uniform(0.35, 0.65), r_e - max(1.5, h))), r_e, r_e * rng.uniform(1.3, 1.9))
         ok = cand[db.ravel()[cand] > 0.6 * r_e]  # centre in white matter, the bulk mostly inside the brain
         if ok.size:

@@ -147,3 +147,36 @@ def test_ablation_rows_change_the_network(row, tmp_path):
         assert count(net) < count(amcgan) and not hasattr(net.msfc, "branches")
     else:
         assert count(net) == count(amcgan) - 1  # FAM adds exactly its scale beta
+
+
+def test_paper_objective_is_plain_l1_and_the_demo_weights_the_enhancement(tmp_path):
+    """train.json: ``lesion_loss_weight`` 0, the ``l1`` term is exactly L1 (the paper); demo.json weights it up."""
+    from common.losses.weighted import DifferenceWeightedL1Term
+
+    torch.manual_seed(0)
+    pred, target, image = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    values = {}
+    for name, files in (("paper", ["train.json"]), ("demo", ["train.json", "demo.json"])):
+        wf = _workflow(files, tmp_path / name)
+        wf.parser.parse(reset=True)
+        term = wf.parser.get_parsed_content("g_loss").pixel_losses["l1"]
+        assert isinstance(term, DifferenceWeightedL1Term) and term.key == "image"
+        values[name] = (term.loss.lesion_weight, term(pred, target, fake_outputs={}, batch={"image": image}))
+    assert values["paper"] == (0.0, torch.nn.L1Loss()(pred, target))
+    assert values["demo"][0] > 0 and float(values["demo"][1]) > float(values["paper"][1])
+
+
+def test_demo_generator_is_residual_and_starts_as_the_source(tiny_phantom, tmp_path):
+    """demo.json wraps the generator in ResidualOutput; after pix2pix's init its last layer is zero again."""
+    from common.networks.residual import ResidualOutput
+
+    wf = _workflow(["train.json", "demo.json"], tmp_path, dataset_dir=tiny_phantom)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("gnetwork_def")
+    assert isinstance(net, ResidualOutput) and (net.use_msfc, net.use_fam) == (True, True)
+    convs = [m.weight.detach() for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert float(torch.cat([w.flatten() for w in convs[:-1]]).std()) == pytest.approx(0.02, abs=0.003)  # normal_init
+    assert float(convs[-1].abs().sum()) == 0.0  # ... and the last layer was zeroed after it
+    x = torch.rand(3, 1, 32, 40) * 1.5 - 1.0
+    assert torch.equal(net.eval()(x), x)
+    wf.finalize()

@@ -236,3 +236,33 @@ def test_cli_writes_what_it_says(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="num_subjects"):
         script.main(output_dir=str(tmp_path / "bad"), num_subjects=0)
+
+
+def test_tumour_radius_knob():
+    """``tumor_radius_range``: the default is today's phantom (same bytes), larger radii give larger rims."""
+    kwargs = dict(num_tumors=1, noise_level=0.0, ct_noise_hu=0.0)
+    default = generate_subject(SHAPE, SPACING, seed=3, **kwargs)
+    explicit = generate_subject(SHAPE, SPACING, seed=3, tumor_radius_range=(0.15, 0.28), **kwargs)
+    assert all(np.array_equal(default.volumes[k], explicit.volumes[k]) for k in default.volumes)
+    small = generate_subject(SHAPE, SPACING, seed=3, tumor_radius_range=(0.15, 0.15), **kwargs)
+    large = generate_subject(SHAPE, SPACING, seed=3, tumor_radius_range=(0.3, 0.3), **kwargs)
+    (t_small,), (t_large,) = small.info["tumours"], large.info["tumours"]
+    a_small, a_large = (t["necrotic_enhancing_edema_radii_mm"][1] for t in (t_small, t_large))
+    assert a_large == pytest.approx(2 * a_small, rel=1e-6)  # the same draw, scaled by the range
+    rim = [int((s.volumes["tumor_mask"] == 3).sum()) for s in (small, large)]
+    assert rim[1] > 2 * rim[0] > 0
+    for bad in ((0.0, 0.2), (0.3, 0.2), (0.2, 0.7), (0.2,)):
+        with pytest.raises(ValueError, match="tumor_radius_range"):
+            generate_subject(SMALL, SMALL_SPACING, tumor_radius_range=bad)
+
+
+def test_generate_dataset_passes_the_tumour_knob(tmp_path):
+    paths = [
+        generate_dataset(tmp_path / n, num_subjects=1, shape=SMALL, spacing=SMALL_SPACING, seed=4, num_tumors=1, **kw)
+        for n, kw in (("default", {}), ("large", {"tumor_radius_range": (0.35, 0.35)}))
+    ]
+    rims = []
+    for path in paths:
+        case = json.loads(path.read_text())["training"] or json.loads(path.read_text())["test"]
+        rims.append(int((np.asarray(nib.load(path.parent / case[0]["tumor_mask"]).dataobj) == 3).sum()))
+    assert rims[1] > rims[0]
