@@ -19,7 +19,9 @@ Usage:
     python scripts/train_acm.py --bundle_root bundles/context_gan_synthesis --stages 3 \\
         [--config configs/demo.json ...] [--dataset_dir DIR] [--evaluate] [--start_stage K] [--any_id VALUE ...]
 
-Unknown ``--id value`` pairs are passed to every ``monai.bundle run`` call (e.g. ``--max_epochs 2``).
+Unknown ``--id value`` pairs are passed to every ``monai.bundle run`` call (e.g. ``--max_epochs 2``). The calls run
+in this process (``monai.bundle.run``, the function behind the command line); ``--subprocess`` starts
+``python -m monai.bundle run`` for each instead.
 """
 
 from __future__ import annotations
@@ -81,8 +83,27 @@ def write_stage_datalist(
     return lists
 
 
-def bundle_run(configs: Sequence[Path], meta: Path, args: dict[str, object], extra: Sequence[str]) -> None:
-    """``python -m monai.bundle run --config_file [...] --id value ...``; raises on a non-zero exit."""
+def _extra_overrides(extra: Sequence[str]) -> dict[str, object]:
+    """``["--max_epochs", "2", "--lr", "1e-3"]`` -> ``{"max_epochs": 2, "lr": 0.001}`` (JSON values, else strings)."""
+    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
+        raise SystemExit(f"extra arguments must be '--id value' pairs, got {' '.join(extra)}")
+    out: dict[str, object] = {}
+    for key, value in zip(extra[::2], extra[1::2]):
+        try:
+            out[key[2:]] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key[2:]] = value
+    return out
+
+
+def bundle_run(
+    configs: Sequence[Path], meta: Path, args: dict[str, object], extra: Sequence[str], in_process: bool = True
+) -> None:
+    """``monai.bundle run --config_file [...] --id value ...``; raises on failure.
+
+    ``in_process`` calls ``monai.bundle.run`` (the function behind the command line) in this process, saving an
+    interpreter start and the torch + MONAI import per stage; ``False`` starts ``python -m monai.bundle run``.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -99,6 +120,17 @@ def bundle_run(configs: Sequence[Path], meta: Path, args: dict[str, object], ext
         cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     cmd += list(extra)
     print("+", " ".join(cmd), flush=True)
+    if in_process:
+        from monai.bundle import run
+
+        run(
+            config_file=[str(c) for c in configs],
+            meta_file=str(meta),
+            logging_file=str(meta.parent / "logging.conf"),
+            **args,
+            **_extra_overrides(extra),
+        )
+        return
     result = subprocess.run(cmd, cwd=str(REPO))
     if result.returncode != 0:
         raise SystemExit(f"monai.bundle run failed ({result.returncode}): {' '.join(cmd)}")
@@ -129,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--evaluate", action="store_true", help="evaluate every stage on the test list")
     ap.add_argument("--eval_dir", default=None, help="evaluation folder (default: <bundle_root>/eval)")
     ap.add_argument("--skip_training", action="store_true", help="only evaluate the stages already trained")
+    ap.add_argument(
+        "--subprocess", action="store_true", help="run every step as its own 'python -m monai.bundle run' process"
+    )
     args, extra = ap.parse_known_args(argv)
     if args.stages < 1 or not 1 <= args.start_stage <= args.stages:
         ap.error(f"need stages >= 1 and 1 <= start_stage <= stages, got {args.stages}, {args.start_stage}.")
@@ -155,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             files.append(configs / "acm_stage.json")
             stage_args.update(stage=k, acm_root=str(acm_root))
-        bundle_run(files, meta, stage_args, extra)
+        bundle_run(files, meta, stage_args, extra, not args.subprocess)
         if k == args.stages:
             break
         out_dir = stage_dir(acm_root, k + 1) / "inputs"
@@ -173,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             acm_stages=k,
         )
         bundle_run(
-            [configs / "inference.json", *extra_configs, configs / "inference_acm.json"], meta, infer_args, extra
+            [configs / "inference.json", *extra_configs, configs / "inference_acm.json"],
+            meta,
+            infer_args,
+            extra,
+            not args.subprocess,
         )
         write_stage_datalist(
             datalist, stage_dir(acm_root, k + 1) / "datalist.json", out_dir, args.source_key, args.target_key
@@ -192,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output_dir=str(out),
             )
             files = [configs / "train.json", *extra_configs, configs / "evaluate.json", configs / "evaluate_acm.json"]
-            bundle_run(files, meta, eval_args, extra)
+            bundle_run(files, meta, eval_args, extra, not args.subprocess)
             rows.append((k, json.loads((out / "summary.json").read_text())["metrics"]))
         table = _summary_table(rows)
         (eval_dir / "acm_stages.md").write_text(table)

@@ -97,3 +97,16 @@ def test_two_stage_cascade_keeps_every_checkpoint(tiny_phantom, tmp_path):
     prev, source = nib.load(case["acm_prev"]), nib.load(case["t1ce"])
     assert prev.shape == source.shape and np.allclose(prev.affine, source.affine, atol=1e-4)  # same grid
     assert np.isfinite(np.asarray(prev.dataobj)).all() and float(np.asarray(prev.dataobj).std()) > 0
+
+
+def test_extra_overrides_parse_json_values_and_refuse_unpaired():
+    assert train_acm._extra_overrides(["--max_epochs", "2", "--lr", "1e-3", "--name", "x", "--l", "[1,2]"]) == {
+        "max_epochs": 2,
+        "lr": 0.001,
+        "name": "x",
+        "l": [1, 2],
+    }
+    with pytest.raises(SystemExit, match="pairs"):
+        train_acm._extra_overrides(["--max_epochs"])
+    with pytest.raises(SystemExit, match="pairs"):
+        train_acm._extra_overrides(["max_epochs", "2"])
