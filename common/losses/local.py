@@ -190,10 +190,7 @@ class LocalLossTerm(GeneratorTerm):
         batch: Mapping | None = None,
     ) -> torch.Tensor:
         """``L_local`` of ``pred`` ``(B, C, *spatial)`` against ``target`` with the mask from ``batch[key]``."""
-        if batch is None or self.key not in batch:
-            available = sorted(map(str, batch)) if batch is not None else []
-            raise ValueError(f"the local loss reads {self.key!r} from the batch, but the batch has only {available}.")
-        aux = torch.as_tensor(batch[self.key]).to(device=pred.device, dtype=pred.dtype)
+        aux = self.batch_tensor(batch, self.key, pred, "the local loss").to(dtype=pred.dtype)
         if self.reference_key is not None:
             return self.local(pred, target, reference=aux)
         return self.local(pred, target, mask=aux)

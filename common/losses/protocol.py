@@ -42,6 +42,14 @@ class GeneratorTerm(_Loss):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def batch_tensor(batch: Mapping | None, key: str, like: torch.Tensor, what: str) -> torch.Tensor:
+        """``batch[key]`` as a tensor on ``like``'s device; a ``ValueError`` naming ``what`` and the batch's keys."""
+        if batch is None or key not in batch:
+            available = sorted(map(str, batch)) if batch is not None else []
+            raise ValueError(f"{what} reads {key!r} from the batch, but the batch has only {available}.")
+        return torch.as_tensor(batch[key]).to(device=like.device)
+
 
 def call_term(
     term: torch.nn.Module,

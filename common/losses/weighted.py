@@ -144,10 +144,7 @@ class DifferenceWeightedL1Term(GeneratorTerm):
         """Weighted L1 of ``pred`` ``(B, C, *spatial)`` against ``target`` with the mask from ``batch[key]``."""
         if self.loss.lesion_weight == 0:
             return self.loss(pred, target)
-        if batch is None or self.key not in batch:
-            available = sorted(map(str, batch)) if batch is not None else []
-            raise ValueError(f"the weighted L1 reads {self.key!r} from the batch, but the batch has only {available}.")
-        aux = torch.as_tensor(batch[self.key]).to(device=pred.device)
+        aux = self.batch_tensor(batch, self.key, pred, "the weighted L1")
         if self.source_key is not None:
             if self.source_channel >= aux.shape[1]:
                 raise ValueError(
