@@ -1,5 +1,4 @@
-"""Mixed-precision inference: any MONAI inferer run under ``torch.autocast``, with float32 outputs; optionally
-channels-last network inputs."""
+"""Mixed-precision inference: any MONAI inferer run under ``torch.autocast``, with float32 outputs."""
 
 from __future__ import annotations
 
@@ -27,18 +26,6 @@ def _to_float32(data: Any) -> Any:
     return data
 
 
-class _ChannelsLast:
-    """Calls ``network`` with its first (tensor) argument in channels-last layout (4D and 5D tensors only)."""
-
-    def __init__(self, network: Callable[..., Any]) -> None:
-        self.network = network
-
-    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.ndim in (4, 5):
-            x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
-        return self.network(x, *args, **kwargs)
-
-
 class AutocastInferer(Inferer):
     """Run a MONAI inferer under ``torch.autocast`` and return float32 outputs.
 
@@ -55,11 +42,6 @@ class AutocastInferer(Inferer):
         device_type: ``torch.autocast`` device type, ``"cpu"`` or ``"cuda"`` (a ``torch.device`` is accepted,
             so a config can pass ``@device``).
         dtype: autocast dtype; default ``torch.bfloat16`` on CPU and ``torch.float16`` on CUDA.
-        channels_last: give the network every input in channels-last memory layout (``channels_last`` for 4D,
-            ``channels_last_3d`` for 5D inputs), independently of ``enabled``. Values are unchanged; oneDNN's
-            convolutions and PyTorch's trilinear up-sampling run much faster in that layout on CPU (measured
-            for HR-FCN's thin 3-slice slabs in ``bundles/hrfcn_contrast_t1/docs/README.md``), and the layout
-            propagates through the network from its first convolution.
     """
 
     def __init__(
@@ -68,7 +50,6 @@ class AutocastInferer(Inferer):
         enabled: bool = True,
         device_type: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        channels_last: bool = False,
     ) -> None:
         super().__init__()
         device_type = device_type.type if isinstance(device_type, torch.device) else str(device_type)
@@ -82,7 +63,6 @@ class AutocastInferer(Inferer):
         self.enabled = bool(enabled)
         self.device_type = device_type
         self.dtype = dtype if dtype is not None else (torch.float16 if device_type == "cuda" else torch.bfloat16)
-        self.channels_last = bool(channels_last)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``self.inferer(inputs, network, *args, **kwargs)`` under autocast.
@@ -95,8 +75,6 @@ class AutocastInferer(Inferer):
         Returns:
             The wrapped inferer's output, floating tensors as float32 (untouched when disabled).
         """
-        if self.channels_last:
-            network = _ChannelsLast(network)
         if not self.enabled:
             return self.inferer(inputs, network, *args, **kwargs)
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
