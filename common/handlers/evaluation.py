@@ -23,10 +23,11 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from ignite.engine import Engine
+
+from common.data.validation import read_image
 
 # re-exported (with the public case helpers and FigureGridSaver) for code importing them from this module
 from common.handlers.cases import _CaseHandler as _CaseHandler
@@ -251,7 +252,7 @@ class RegressionEvaluationSaver(_CaseHandler):
             )
         path = str(path[0] if isinstance(path, (list, tuple)) else path)
         if path not in self._file_ranges:
-            data = np.asarray(nib.load(path).dataobj, dtype=np.float64)
+            data = np.asarray(read_image(path)[2], dtype=np.float64)
             self._file_ranges[path] = float(data.max() - data.min())
         return self._file_ranges[path]
 
