@@ -21,7 +21,6 @@ import torch
 __all__ = [
     "TimedModule",
     "ConvReference",
-    "conv_throughput",
     "time_call",
     "summarize",
     "channels_last_format",
@@ -126,14 +125,6 @@ class ConvReference:
     @property
     def peak_flops(self) -> float:
         return max(self.gflops().values()) * 1e9
-
-
-def conv_throughput(spatial_dims: int, device: torch.device, dtype: torch.dtype | None, repeats: int = 3) -> float:
-    """Attainable FLOP/s of a large convolution (best layout, best of ``repeats``)."""
-    ref = ConvReference(spatial_dims, device, dtype)
-    for _ in range(repeats):
-        ref.measure()
-    return ref.peak_flops
 
 
 def count_flops(fn: Callable[[], object]) -> float:
