@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import leaderboard  # noqa: E402
 
-from common.data.phantom import generate_dataset  # noqa: E402
+from common.data.phantom import generate_dataset, phantom_options_record  # noqa: E402
 from common.data.phantom_physics import IMAGE_KEYS  # noqa: E402
 from common.utils.figures import window_to_uint8  # noqa: E402
 
@@ -78,7 +78,6 @@ def ensure_data(
     """Generate the phantom data set unless one with the same grid, seed, size and phantom options is there."""
     datalist = data_dir / "datalist.json"
     phantom = dict(phantom or {})
-    options = {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in sorted(phantom.items())}
     if datalist.is_file() and not regenerate:
         meta = json.loads(datalist.read_text())
         if (
@@ -86,13 +85,13 @@ def ensure_data(
             and meta.get("seed") == seed
             and meta.get("numTraining", 0) + meta.get("numValidation", 0) + meta.get("numTest", 0) == num_subjects
             and (spacing is None or meta.get("spacing") == list(spacing))
-            and meta.get("phantom_options", {}) == options
+            and meta.get("phantom_options", {}) == phantom_options_record(phantom)
         ):
             log.info("demo data present at %s", data_dir)
             return datalist, 0.0
     start = time.perf_counter()
     kwargs = {} if spacing is None else {"spacing": spacing}
-    kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in phantom.items()})
+    kwargs.update(phantom)
     generate_dataset(data_dir, num_subjects=num_subjects, shape=shape, seed=seed, num_workers=2, **kwargs)
     return datalist, time.perf_counter() - start
 

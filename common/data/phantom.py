@@ -70,6 +70,7 @@ __all__ = [
     "generate_subject",
     "write_subject",
     "generate_dataset",
+    "phantom_options_record",
 ]
 
 
@@ -236,6 +237,11 @@ def _make_subject(job: tuple) -> dict[str, str]:
     return {k: str(v) for k, v in write_subject(generate_subject(shape, spacing, seed, **kwargs), folder).items()}
 
 
+def phantom_options_record(options: dict) -> dict:
+    """``generate_subject`` keyword options as the datalist records them (``phantom_options``): sorted, JSON lists."""
+    return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in sorted(options.items())}
+
+
 def generate_dataset(
     output_dir: str | os.PathLike,
     num_subjects: int = 12,
@@ -271,7 +277,7 @@ def generate_dataset(
         "spacing": spacing,
         "labels": TISSUE_LABELS,
         "tumor_labels": {0: "none", **TUMOR_LABELS},
-        "phantom_options": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(phantom_kwargs.items())},
+        "phantom_options": phantom_options_record(phantom_kwargs),
         **{f"num{name.capitalize()}": len(ids) for name, ids in splits.items()},
     }  # numTraining, ...
     return write_datalist(root / "datalist.json", {k: [entries[s] for s in v] for k, v in splits.items()}, extra)
