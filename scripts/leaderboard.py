@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import identity_baseline  # noqa: E402
 
+from common.transforms.degradation import resize_in_plane  # noqa: E402
 from common.utils.figures import window_to_uint8  # noqa: E402
 
 __all__ = [
@@ -46,7 +48,7 @@ TASKS: dict[str, dict] = {
     "t1_to_t1ce": {"title": "T1 → CE-T1", "source": "t1", "target": "t1ce", "enhancement": True},
     "t1_to_t2": {"title": "T1 → T2", "source": "t1", "target": "t2"},
     "mr_to_ct": {"title": "MR → CT", "source": "t1", "target": "ct"},
-    "sr_x4": {"title": "SR ×4", "source": None, "target": "t1", "primary": "psnr"},
+    "sr_x4": {"title": "SR ×4", "source": None, "target": "t1", "primary": "psnr", "scale": 4, "axes": (0, 1)},
 }
 REGION_COLUMNS = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_tumor", "psnr")
 CE_COLUMNS = ("enhancement_recovery", "false_enhancement")
@@ -81,7 +83,10 @@ def make_row(label: str, bundle: Path, summary: Mapping, data_dir: Path, configs
 
 
 def ablation_rows(folder: Path) -> list[dict]:
-    """Rows of every ``ablations_<bundle>.json`` in ``folder`` (written by ``run_ablations.py``; ± over seeds)."""
+    """Rows of every ``ablations_<bundle>.json`` in ``folder`` (written by ``run_ablations.py``; ± over seeds).
+
+    A row's figure tile is its first seed's inference (``pred_dir``), where ``run_ablations.py`` wrote one.
+    """
     rows = []
     for path in sorted(Path(folder).glob("ablations_*.json")) if folder and Path(folder).is_dir() else []:
         table = json.loads(path.read_text())
@@ -89,7 +94,9 @@ def ablation_rows(folder: Path) -> list[dict]:
         for r in table["rows"]:
             summary = {"n_cases": r.get("n_cases", ""), "metrics": r["metrics"]}
             label = f"{r['row']} ({len(r['seeds'])} seeds, ablation)"
-            rows.append(make_row(label, bundle, summary, Path(table["data_dir"]), r["configs"], spread="seeds"))
+            extra = {"pred_dir": r["pred_dir"]} if r.get("pred_dir") else {}
+            data_dir = Path(table["data_dir"])
+            rows.append(make_row(label, bundle, summary, data_dir, r["configs"], spread="seeds", **extra))
     return rows
 
 
@@ -213,12 +220,33 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner if mask.shape[0] > 2 and mask.shape[1] > 2 else mask
 
 
+def _low_resolution(target: np.ndarray, scale: int, axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(LR input on the target grid by nearest neighbour, its bicubic interpolation) of a super-resolution target.
+
+    The LR image is :class:`~common.transforms.degradation.BicubicDegraded`'s (anti-aliased bicubic) on the
+    largest in-plane multiple of ``scale``; both outputs are zero-padded back to the target's shape.
+    """
+    size = [target.shape[a] // scale * scale for a in axes]
+    crop = tuple(slice(0, size[list(axes).index(d)]) if d in axes else slice(None) for d in range(target.ndim))
+    hr = torch.from_numpy(np.ascontiguousarray(target[crop]))[None]
+    lr = resize_in_plane(hr, [s // scale for s in size], axes, "bicubic", antialias=True)
+    out = []
+    for mode in ("nearest", "bicubic"):
+        full = np.zeros_like(target)
+        full[crop] = resize_in_plane(lr, size, axes, mode, antialias=False)[0].numpy()
+        out.append(full)
+    return out[0], out[1]
+
+
 def task_figure(task: str, bases: Sequence[Mapping], methods: Sequence[Mapping], path: Path) -> Path | None:
     """The same axial slice of one test case from every method: source | baselines | methods | target.
 
     The case is the first test case of the first method's data with the most enhancing rim (tumour label 3)
     in one slice; the rim is outlined in red on every tile; one intensity window (the target's) for all.
-    Methods without a written prediction of that case get an empty tile. ``None`` if no case is found.
+    Methods without a written prediction of that case get a tile reading "no output". For super-resolution
+    the source tile is the case's low-resolution input (the bundles' bicubic degradation of the target, shown
+    on the target grid by nearest neighbour) and the bicubic baseline tile its bicubic interpolation.
+    ``None`` if no case is found.
     """
     spec = _task_spec(task)
     if not methods:
@@ -239,10 +267,16 @@ def task_figure(task: str, bases: Sequence[Mapping], methods: Sequence[Mapping],
     rim = (
         (_load(data / case["tumor_mask"])[..., z] == 3) if case.get("tumor_mask") else np.zeros(target.shape[:2], bool)
     )
-    source = _load(data / case[spec["source"]]) if spec.get("source") else None
-    tiles: list[tuple[str, np.ndarray | None]] = [("source " + str(spec.get("source")), source)]
+    if spec.get("source"):
+        source, bicubic = _load(data / case[spec["source"]]), None
+        tiles: list[tuple[str, np.ndarray | None]] = [("source " + spec["source"], source)]
+    else:  # super-resolution: the low-resolution input, on the target grid by nearest neighbour
+        source, bicubic = _low_resolution(target, spec["scale"], spec["axes"])
+        tiles = [(f"input x{spec['scale']} LR", source)]
     for b in bases:
-        image = None if source is None or "scale" not in b else b["scale"] * source + b["offset"]
+        image = bicubic if b.get("method") == "bicubic" else None
+        if "scale" in b and spec.get("source"):
+            image = b["scale"] * source + b["offset"]
         tiles.append((b["label"].split(" (")[0] + f" ({b.get('method', '')})", image))
     for m in methods:
         hit = _prediction(m.get("pred_dir"), case["subject"])
@@ -256,6 +290,7 @@ def task_figure(task: str, bases: Sequence[Mapping], methods: Sequence[Mapping],
         x = 4 + i * (w + 4)
         draw.text((x, 2), name[: max(4, w // 6)], fill=(255, 255, 255), font=font)
         if volume is None or volume.shape[:2] != target.shape[:2]:
+            draw.text((x + 2, 16 + h // 2), "no output"[: max(2, w // 6)], fill=(128, 128, 128), font=font)
             continue
         gray = np.rot90(window_to_uint8(volume[..., z], lo, hi))
         rgb = np.repeat(gray[..., None], 3, axis=2)

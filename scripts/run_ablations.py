@@ -7,7 +7,8 @@ Usage:
 Each row is ``configs/train.json + configs/demo.json`` (``default``) or that plus ``configs/ablations/<row>.json``:
 the same demo budget for every row (an ablation file that changes the schedule is reported in the table). For
 every seed the row is trained (``seed`` overridden), then evaluated on the test split with ``configs/evaluate.json``
-(the bundle's own metrics, one metric space). The table ``<out>/ablations_<bundle>.md`` / ``.json`` has, per row
+(the bundle's own metrics, one metric space); at the first seed the row's inference writes its test
+predictions (for the demo figure). The table ``<out>/ablations_<bundle>.md`` / ``.json`` has, per row
 and metric, the mean ± std over seeds (population std) of the per-seed test-set means, and the task's baseline
 (:func:`leaderboard.baseline_rows`, same test cases). An ordering of rows is called consistent only when it holds
 at every seed (bundle contract, section 9). ``run_demo.py --ablations <out>`` adds the rows to the leaderboard.
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import leaderboard  # noqa: E402
 import run_demo  # noqa: E402
 
-__all__ = ["row_configs", "run_row", "aggregate", "run_ablations", "main"]
+__all__ = ["row_configs", "run_row", "infer_row", "aggregate", "run_ablations", "main"]
 
 log = logging.getLogger("run_ablations")
 SCHEDULE_IDS = ("max_epochs", "n_epochs_constant", "n_epochs_decay", "num_epochs", "epochs")
@@ -49,8 +50,13 @@ def row_configs(bundle: Path, row: str) -> list[str]:
     return configs
 
 
-def run_row(bundle: Path, row: str, seed: int, data_dir: Path, out: Path, overrides: dict | None = None) -> dict:
-    """Train one row at one seed and evaluate it on the test split; its ``summary.json`` dict and timings."""
+def run_row(
+    bundle: Path, row: str, seed: int, data_dir: Path, out: Path, overrides: dict | None = None, infer: bool = False
+) -> dict:
+    """Train one row at one seed and evaluate it on the test split; its ``summary.json`` dict and timings.
+
+    ``infer``: also write the row's predictions of the test split (:func:`infer_row`) for the demo figure.
+    """
     run_dir = out / bundle.name / row / f"seed{seed}"
     settings = {"dataset_dir": str(data_dir), "bundle_root": str(bundle), "ckpt_dir": str(run_dir / "models")}
     settings.update(overrides or {}, seed=seed)
@@ -60,7 +66,25 @@ def run_row(bundle: Path, row: str, seed: int, data_dir: Path, out: Path, overri
     trained = time.perf_counter() - start
     run_demo._workflow(bundle, [*configs, "evaluate.json"], {**settings, "output_dir": str(run_dir / "eval")})
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
-    return {"summary": summary, "train_s": trained, "eval_dir": str(run_dir / "eval")}
+    result = {"summary": summary, "train_s": trained, "eval_dir": str(run_dir / "eval")}
+    if infer:
+        result.update(infer_row(bundle, row, run_dir, settings))
+    return result
+
+
+def infer_row(bundle: Path, row: str, run_dir: Path, settings: dict) -> dict:
+    """Run the bundle's inference (as ``run_demo.py``: its inference configs, ``demo.json``, the row's file) on
+    the test split; ``{"pred_dir": folder}``, or ``{"inference_error": message}`` if the row cannot infer
+    (logged; the table says so and the figure shows the row's tile as "no output")."""
+    infer = run_demo.BUNDLE_DEMO.get(bundle.name, {}).get("infer", ["inference.json"])
+    configs = [*infer, *row_configs(bundle, row)[1:]]
+    pred_dir = run_dir / "inference"
+    try:
+        run_demo._workflow(bundle, configs, {**settings, "output_dir": str(pred_dir)})
+    except Exception as err:  # one row that cannot infer must not lose the other rows' measurements
+        log.error("%s: row %s cannot run inference (%s): %s", bundle.name, row, " + ".join(configs), err)
+        return {"inference_error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
+    return {"pred_dir": str(pred_dir)}
 
 
 def aggregate(summaries: list[dict]) -> dict:
@@ -128,13 +152,15 @@ def run_ablations(
             run_demo.ensure_data(data_dir, 12, [96, 112, 96], 0, False)
     table = []
     for row in rows:
-        per_seed, timings = [], []
+        per_seed, timings, inferred = [], [], {}
         for seed in seeds:
             log.info("%s: row %s, seed %d", bundle_name, row, seed)
-            res = run_row(bundle, row, seed, Path(data_dir), out, overrides)
+            res = run_row(bundle, row, seed, Path(data_dir), out, overrides, infer=seed == seeds[0])
             per_seed.append(res["summary"])
             timings.append(res["train_s"])
+            inferred = inferred or {k: res[k] for k in ("pred_dir", "inference_error") if k in res}
         entry = {"row": row, "configs": row_configs(bundle, row), "seeds": list(seeds), "metrics": aggregate(per_seed)}
+        entry.update(inferred, inferred_seed=seeds[0])
         entry.update(n_cases=per_seed[0]["n_cases"], train_s=timings, per_seed=per_seed)
         entry["schedule_changes"] = _schedule_changes(bundle, row)
         table.append(entry)
@@ -172,7 +198,8 @@ def _markdown(result: dict, task: str) -> str:
         cells = " | ".join(leaderboard._cell(b["summary"]["metrics"].get(c)) for c in columns)
         lines.append(f"| {b['label']} | {cells} | – |")
     order = _ordering(rows, metric)
-    return "\n".join(lines + ([] if not order else ["", order]))
+    failed = [f"- `{r['row']}`: no inference ({r['inference_error']})" for r in rows if r.get("inference_error")]
+    return "\n".join(lines + ([] if not order else ["", order]) + ([] if not failed else ["", *failed]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +40,12 @@ def test_tiny_ablation_table(tiny_phantom, tmp_path):
         for name in ("psnr_brain", "enhancement_recovery"):  # one seed: the mean is that seed's, std 0
             assert row["metrics"][name]["mean"] == pytest.approx(summary["metrics"][name]["mean"])
             assert row["metrics"][name]["std"] == 0.0 and row["metrics"][name]["count"] == 1
+    for row in table["rows"]:  # the first seed's inference wrote one prediction per test case, in its geometry
+        assert "inference_error" not in row and row["inferred_seed"] == 0
+        written = sorted(Path(row["pred_dir"]).rglob("*.nii.gz"))
+        data = json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"]
+        assert [p.parent.name for p in written] == [c["subject"] for c in data]
+        assert np.allclose(nib.load(str(written[0])).affine, nib.load(str(Path(tiny_phantom) / data[0]["t1"])).affine)
     default, pix2pix = (r["per_seed"][0]["metrics"]["psnr_brain"]["mean"] for r in table["rows"])
     assert default != pix2pix  # two different networks were trained
     assert [b["label"].split(" (")[0] for b in table["baselines"]] == ["identity", "identity"]
@@ -50,5 +58,6 @@ def test_tiny_ablation_table(tiny_phantom, tmp_path):
     rows = leaderboard.ablation_rows(out)
     assert [r["label"] for r in rows] == ["default (1 seeds, ablation)", "pix2pix (1 seeds, ablation)"]
     assert all(r["task"] == "t1_to_t1ce" and r["spread"] == "seeds" for r in rows)
+    assert [r["pred_dir"] for r in rows] == [r["pred_dir"] for r in table["rows"]]  # their figure tiles
     with pytest.raises(ValueError, match="not an ablation"):
         run_ablations.run_ablations(spec.name, [0], ["nope"], out, Path(tiny_phantom))

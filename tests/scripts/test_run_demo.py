@@ -175,3 +175,23 @@ def test_rows_grouped_by_task_with_their_baselines(tiny_phantom, tmp_path):
         b["summary"]["metrics"]["psnr_brain"]["mean"] for b in result["t1_to_t2"]["rows"] if b["kind"] == "baseline"
     )
     assert verdict.startswith("Beats" if 21.0 > best else "**Loses")
+
+
+def test_super_resolution_figure_shows_the_low_resolution_input_and_bicubic(tiny_phantom, tmp_path):
+    """SR figure: the LR input (nearest, blocky) and the bicubic baseline are drawn; a missing output says so."""
+    board = _load("leaderboard")
+    target = np.arange(8 * 12 * 3, dtype=np.float32).reshape(8, 12, 3)
+    nearest, bicubic = board._low_resolution(target, 4, (0, 1))
+    assert nearest.shape == bicubic.shape == target.shape
+    assert (nearest[:4, :4] == nearest[0, 0]).all() and not (bicubic[:4, :4] == bicubic[0, 0]).all()
+    flat = board._low_resolution(np.full((8, 10, 2), 7.0, np.float32), 4, (0, 1))[1]
+    np.testing.assert_allclose(flat[:, :8], 7.0, rtol=1e-6)
+    assert (board._low_resolution(np.ones((8, 10, 2), np.float32), 4, (0, 1))[0][:, 8:] == 0).all()  # not a multiple
+    method = {"data_dir": tiny_phantom, "pred_dir": None, "bundle": "fagan_super_resolution", "label": "default"}
+    bases = [{"label": "bicubic (cases of default)", "method": "bicubic"}]
+    path = board.task_figure("sr_x4", bases, [method], tmp_path / "sr.png")
+    pixels = np.asarray(Image.open(path).convert("L")).astype(float)
+    tiles = [pixels[16:, 4 + i * 36 : 4 + i * 36 + 32] for i in range(4)]  # LR | bicubic | method | target
+    assert tiles[0].mean() > 10 and tiles[1].mean() > 10 and tiles[3].mean() > 10
+    assert tiles[2].mean() < 5  # no output written: only the "no output" label
+    assert abs(tiles[1] - tiles[3]).mean() < abs(tiles[0] - tiles[3]).mean()  # bicubic is closer than the LR blocks
