@@ -183,7 +183,7 @@ def _torchscript(net: Any, parser: Any) -> bytes:
     with torch.no_grad():
         diff = float((net(x) - scripted(x)).abs().max())
     if diff > 1e-5:
-        raise UserError(f"TorchScript of '{parser['network_def']['_target_']}' differs from eager by {diff:.3g}")
+        raise UserError(f"TorchScript of '{type(net).__name__}' differs from eager by {diff:.3g}")
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
     return buffer.getvalue()

@@ -28,3 +28,20 @@ def test_demo_network_is_residual_on_t1_in_training_and_inference(tmp_path):
         assert wf.parser.get_parsed_content("net_divisor") == [4, 4, 1]  # HRFCN.divisor reads through
         x = torch.rand(1, 3, 16, 16, 3)
         assert torch.equal(net.eval()(x), x[:, :1])  # identity (the T1) at initialisation
+
+
+def test_architecture_ablations_keep_the_demo_levers(tmp_path):
+    """unet2d/unet3d swap ``backbone_def`` only: on the demo they stay inside its residual output (equal levers),
+    on the paper config they are the bare U-Net; training and inference build the same network."""
+    from monai.networks.nets import UNet
+
+    for row, dims in (("unet3d", 3), ("unet2d", 2)):
+        for base in ("train.json", "inference.json"):
+            built = []
+            for demo in ([], ["demo.json"]):
+                wf = _workflow([base, *demo, f"ablations/{row}.json"], bundle_root=str(tmp_path))
+                wf.parser.parse(reset=True)
+                built.append(wf.parser.get_parsed_content("network_def"))
+            paper, demo_net = built
+            assert isinstance(paper, UNet) and paper.dimensions == dims
+            assert isinstance(demo_net, ResidualOutput) and isinstance(demo_net.network, UNet)
