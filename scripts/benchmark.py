@@ -17,6 +17,8 @@ Printed, for fp32 and bf16 autocast (and channels-last layouts with ``--channels
   the same forward/backward/steps on the same batch, interleaved in the same process;
 - ``--compare``: AMCGAN's "Pix2Pix" row through the project's trainer against a plain PyTorch pix2pix step
   (``scripts/peer_pix2pix.py``, same architecture and parameter count), interleaved: the project/peer ratio;
+- ``--ckpt_dir DIR`` (trained weights, e.g. a demo run's ``models``): the bundle's evaluation on the test split
+  with ``amp`` off and on (CPU: bf16 autocast), its metrics side by side and the change bf16 - fp32;
 - peak RSS of the process.
 """
 
@@ -47,7 +49,9 @@ from bench_timing import (  # noqa: E402
     time_call,
 )
 
-__all__ = ["benchmark_inference", "benchmark_training", "compare_pix2pix", "main"]
+__all__ = ["benchmark_inference", "benchmark_training", "compare_pix2pix", "amp_accuracy", "main"]
+
+AMP_METRICS = ("psnr", "psnr_brain", "psnr_tumor", "ssim", "mae", "enhancement_recovery")
 
 
 def benchmark_inference(
@@ -264,6 +268,29 @@ def compare_pix2pix(overrides: list[str], dataset_dir: str | None, repeats: int,
     }
 
 
+def amp_accuracy(bundle: Path, overrides: list[str], dataset_dir: str | None, ckpt_dir: str, out_dir: Path) -> dict:
+    """The bundle's own evaluation (train.json + overrides + evaluate.json) of ``ckpt_dir``'s model on the test
+    split with ``amp`` false and true; ``{"fp32": means, "bf16": means, "change": bf16 - fp32}`` per metric."""
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(bundle / "configs" / "train.json"), *(str(bundle / o) for o in overrides)]
+    files.append(str(bundle / "configs" / "evaluate.json"))
+    settings = {"bundle_root": str(bundle), "ckpt_dir": str(ckpt_dir)}
+    if dataset_dir:
+        settings["dataset_dir"] = dataset_dir
+    means = {}
+    for label, amp in (("fp32", False), ("bf16", True)):
+        folder = Path(out_dir) / label
+        wf = ConfigWorkflow(config_file=files, workflow_type=None, amp=amp, output_dir=str(folder), **settings)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        summary = json.loads((folder / "summary.json").read_text())["metrics"]
+        means[label] = {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
+    shared = [k for k in means["fp32"] if k in means["bf16"]]
+    return {**means, "change": {k: means["bf16"][k] - means["fp32"][k] for k in shared}}
+
+
 def _print_inference(inf: dict) -> None:
     for label in ("fp32", "bf16", "fp32_channels_last", "bf16_channels_last"):
         if label not in inf:
@@ -295,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", action="store_true", help="AMCGAN pix2pix row vs a plain PyTorch pix2pix step")
     ap.add_argument("--compare_size", type=int, default=128)
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--ckpt_dir", default=None, help="trained models/ folder: evaluation metrics with amp off and on")
+    ap.add_argument("--amp_out", default=None, help="evaluation outputs of --ckpt_dir (default: <ckpt_dir>/../amp)")
     args = ap.parse_args(argv)
     bundle = REPO / "bundles" / args.bundle
     if not bundle.is_dir():
@@ -335,6 +364,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  pix2pix row {c['input_shape']}: project {c['project_s']['min']:.4f} s "
             f"(median {c['project_s']['median']:.4f}) vs plain PyTorch {c['peer_s']['min']:.4f} s "
             f"(median {c['peer_s']['median']:.4f}) -> project/peer {c['project_over_peer']:.3f}"
+        )
+    if args.ckpt_dir:
+        amp_out = Path(args.amp_out) if args.amp_out else Path(args.ckpt_dir).parent / "amp"
+        a = out["amp_accuracy"] = amp_accuracy(bundle, overrides, args.dataset_dir, args.ckpt_dir, amp_out)
+        shown = [k for k in AMP_METRICS if k in a["change"]]
+        print(
+            "  amp (bf16 autocast) vs fp32 on the test split: "
+            + ", ".join(f"{k} {a['fp32'][k]:.4g} -> {a['bf16'][k]:.4g} ({a['change'][k]:+.3g})" for k in shown)
         )
     out["peak_rss_mb"] = peak_rss_mb()
     print(f"  peak RSS {out['peak_rss_mb']:.0f} MB")

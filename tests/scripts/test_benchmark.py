@@ -140,3 +140,23 @@ def test_compare_runs_the_same_architecture(tiny_phantom, tiny_override):
     assert res["project_s"]["n"] == res["peer_s"]["n"] == 3
     assert res["project_over_peer"] == pytest.approx(res["project_s"]["min"] / res["peer_s"]["min"])
     assert res["input_shape"] == [2, 1, 32, 32]
+
+
+def test_amp_accuracy_evaluates_the_same_weights_in_fp32_and_bf16(tiny_phantom, tiny_override, tmp_path):
+    """--ckpt_dir: the bundle's evaluation with amp off and on; the change is bf16 - fp32, small and non-zero."""
+    bundle = REPO / "bundles" / "amcgan_contrast_mri"
+    overrides = ["configs/demo.json", tiny_override]
+    net = bench_timing.bundle_parser(bundle, "train.json", overrides, tiny_phantom).get_parsed_content("network_def")
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the residual's zero initialisation, so the output depends on the weights
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    (tmp_path / "models").mkdir()
+    torch.save({"model": net.state_dict()}, tmp_path / "models" / "model.pt")
+    res = benchmark.amp_accuracy(bundle, overrides, tiny_phantom, str(tmp_path / "models"), tmp_path / "amp")
+    for label in ("fp32", "bf16"):
+        summary = json.loads((tmp_path / "amp" / label / "summary.json").read_text())
+        assert summary["n_cases"] == 2 and res[label]["psnr_brain"] == summary["metrics"]["psnr_brain"]["mean"]
+    for name, change in res["change"].items():
+        assert change == res["bf16"][name] - res["fp32"][name]
+    assert 0 < abs(res["change"]["psnr_brain"]) < 1.0  # bf16 autocast really ran, and changed little
