@@ -22,6 +22,7 @@ from torch import nn
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
 from monai.networks.layers.utils import get_act_layer
 
+from common.networks.upsample import SliceUpsample, slice_axis_of
 from common.networks.utils import check_at_least, check_spatial_dims
 
 __all__ = ["BRANCH_NAMES", "FCNModule", "HRFCN"]
@@ -82,8 +83,15 @@ def _down(
 
 
 def _up(spatial_dims: int, channels: int, steps: int, strides: Sequence[int]) -> nn.Module:
-    """U2 / U4: parameter-free (bi/tri)linear up-sampling by ``strides ** steps`` per dimension."""
+    """U2 / U4: parameter-free (bi/tri)linear up-sampling by ``strides ** steps`` per dimension.
+
+    For slabs (in-plane strides, 1 along the slice axis) the trilinear interpolation is computed as the equal,
+    faster bilinear interpolation of every slice (:class:`~common.networks.upsample.SliceUpsample`).
+    """
     factor = tuple(float(s**steps) for s in strides)
+    axis = slice_axis_of(factor) if spatial_dims == 3 else None
+    if axis is not None:
+        return SliceUpsample(max(factor), axis)
     return UpSample(spatial_dims, channels, channels, factor, mode="nontrainable", pre_conv=None, align_corners=False)
 
 
