@@ -149,6 +149,42 @@ def test_ablation_removes_exactly_what_it_names(row, tiny_phantom, tmp_path):
     assert (tmp_path / "models" / row / "checkpoint_epoch=1.pt").is_file()  # each row keeps its own folder
 
 
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_ablation_row_layers_on_inference_json(row):
+    """A row's file sets top-level ids only, so it layers on ``inference.json``: the row's generator and folder."""
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "ablations" / f"{row}.json")])
+    parser["bundle_root"] = "/bundle"
+    assert type(parser.get_parsed_content("network_def")).__name__ == ("SynthesisFCN" if row == "fcn" else "UNet")
+    assert parser.get_parsed_content("ckpt_path") == f"/bundle/models/{row}/model.pt"
+    assert not any(
+        key.startswith(("train#", "validate#"))
+        for key in json.loads((CONFIGS / "ablations" / f"{row}.json").read_text())
+    )
+
+
+def test_fcn_row_trains_and_infers_with_inference_json(tiny_phantom, tmp_path):
+    """The FCN baseline (a generator other than the U-Net) runs through ``inference.json`` + its ablation file."""
+    files = dict(dataset_dir=tiny_phantom, ckpt_dir=None, output_dir=None, log_dir=None)
+    run(_workflow(["train.json", "ablations/fcn.json"], tmp_path, **files))
+    trained = load_checkpoint(tmp_path / "models" / "fcn" / "model.pt")  # one network: a plain state dict
+    out = tmp_path / "infer"
+    wf = run(
+        _workflow(["inference.json", "ablations/fcn.json"], tmp_path, "infer", **{**files, "output_dir": str(out)})
+    )
+    network = wf.parser.get_parsed_content("network")
+    assert type(network).__name__ == "SynthesisFCN"
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(value.cpu(), trained[name].cpu())  # the FCN checkpoint was loaded, not a U-Net
+    for case in json.loads((Path(tiny_phantom) / "datalist.json").read_text())["test"]:
+        saved = nib.load(out / case["subject"] / f"{case['subject']}_t2_synth.nii.gz")
+        source = nib.load(Path(tiny_phantom) / case["t1"])
+        assert saved.shape == source.shape
+        np.testing.assert_allclose(saved.affine, source.affine, atol=1e-5)
+        synth = np.asarray(saved.dataobj, dtype=np.float64)
+        assert np.isfinite(synth).all() and synth.std() > 0
+
+
 def test_mr_to_ct_writes_hounsfield_units(tiny_phantom, tmp_path):
     run(
         _workflow(
