@@ -89,6 +89,9 @@ class ContextFCNGenerator(nn.Module):
         residual_channel: which input channel the residual adds.
         norm: MONAI norm of the first eight layers.
         act: MONAI activation of the first eight layers.
+        zero_init_last: start the last convolution at zero (weights and bias), so the untrained generator is
+            ``G(x) = crop_c(x)`` with ``residual`` (0 without): it then learns the residual ``Y - X`` from the
+            identity instead of from a random offset. Not in the paper; a short-training switch (the CPU demo).
 
     Attributes:
         shrink: ``in_size - out_size`` per axis (16 for the paper); ``margin = shrink // 2``.
@@ -110,6 +113,7 @@ class ContextFCNGenerator(nn.Module):
         residual_channel: int = 0,
         norm: str | tuple | None = "batch",
         act: str | tuple | None = "relu",
+        zero_init_last: bool = False,
     ) -> None:
         check_spatial_dims(spatial_dims)
         if in_channels < 1 or out_channels < 1:
@@ -156,6 +160,10 @@ class ContextFCNGenerator(nn.Module):
                 )
             )
         self.layers = nn.Sequential(*layers)
+        if zero_init_last:
+            nn.init.zeros_(layers[-1].conv.weight)
+            if layers[-1].conv.bias is not None:
+                nn.init.zeros_(layers[-1].conv.bias)
         self.residual = CentreCropResidual(residual_channel)
         self.shrink = shrink
         self.margin = shrink // 2

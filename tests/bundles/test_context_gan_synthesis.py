@@ -70,6 +70,30 @@ def test_paper_generator_in_train_json(tmp_path):
     assert wf.parser.get_parsed_content("dnetwork_def").input_size == [16, 16, 16]
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_zero_init_last_starts_the_generator_as_its_residual(dims):
+    """``zero_init_last``: the untrained generator is the centre crop of the source (0 without the residual)."""
+    x = torch.rand(2, 1, *([24] * dims))
+    kwargs = {"channels": [4] * 8, "kernel_sizes": [5, 3, 3, 3, 5, 1, 1, 1, 1], "zero_init_last": True}
+    out = ContextFCNGenerator(dims, residual=True, **kwargs).eval()(x)
+    assert torch.equal(out, x[(slice(None), slice(None)) + (slice(4, 20),) * dims])
+    assert torch.count_nonzero(ContextFCNGenerator(dims, residual=False, **kwargs).eval()(x)) == 0
+    default = ContextFCNGenerator(dims, residual=False, channels=[4] * 8, kernel_sizes=kwargs["kernel_sizes"])
+    assert torch.count_nonzero(default.eval()(x)) > 0  # the paper's random start
+
+
+def test_demo_overrides_are_the_readme_levers(tmp_path):
+    """``demo.json`` (README): dilation 1, 1³ layers after the second unpadded layer, zero-started last layer,
+    the authors' code's λ_adv = 0.05; ``train.json`` keeps the paper's dilation 2, 3³ layers and λ_adv = 0.5."""
+    demo = json.loads((CONFIGS / "demo.json").read_text())
+    assert demo["dilation"] == 1 and demo["kernel_sizes"] == [5, 3, 3, 3, 5, 1, 1, 1, 1]
+    assert demo["zero_init_last"] is True and demo["lambda_adv"] == 0.05
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert train["dilation"] == 2 and train["zero_init_last"] is False and train["lambda_adv"] == 0.5
+    net = ContextFCNGenerator(3, kernel_sizes=demo["kernel_sizes"], channels=demo["channels"], dilation=1).eval()
+    assert net(torch.rand(1, 1, 24, 24, 24)).shape[2:] == (16, 16, 16)
+
+
 def test_resume_continues_and_equals_uninterrupted(trained, tiny_phantom, tmp_path):
     root, _ = trained
     shutil.copytree(root / "models", tmp_path / "resumed" / "models")
