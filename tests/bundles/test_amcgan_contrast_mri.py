@@ -149,6 +149,40 @@ def test_ablation_rows_change_the_network(row, tmp_path):
         assert count(net) == count(amcgan) - 1  # FAM adds exactly its scale beta
 
 
+DEMO_LEVERS = (
+    "dropout",
+    "norm",
+    "lesion_loss_weight",
+    "lesion_loss_threshold",
+    "lambda_adv",
+    "max_epochs",
+    "n_epochs_decay",
+    "learning_rate",
+    "slices_per_volume",
+    "val_interval",
+)
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_ablation_rows_keep_the_demo_levers(row, tmp_path):
+    """Stacked after demo.json, an ablation row changes only the generator's MSFC/FAM switches: it keeps the demo's
+    residual wrapper and every other demo lever, so ``scripts/run_ablations.py`` compares rows at equal budgets."""
+    from common.networks.residual import ResidualOutput
+
+    parsed = {}
+    for name, files in (
+        ("default", ["train.json", "demo.json"]),
+        (row, ["train.json", "demo.json", f"ablations/{row}.json"]),
+    ):
+        wf = _workflow(files, tmp_path / name, ckpt_dir=None, output_dir=None, log_dir=None)
+        wf.parser.parse(reset=True)
+        net = wf.parser.get_parsed_content("network_def")
+        assert isinstance(net, ResidualOutput)
+        parsed[name] = ({k: wf.parser.get_parsed_content(k) for k in DEMO_LEVERS}, (net.use_msfc, net.use_fam))
+    assert parsed[row][0] == parsed["default"][0]
+    assert parsed[row][1] == ROWS[row] and parsed["default"][1] == (True, True)
+
+
 def test_paper_objective_is_plain_l1_and_the_demo_weights_the_enhancement(tmp_path):
     """train.json: ``lesion_loss_weight`` 0, the ``l1`` term is exactly L1 (the paper); demo.json weights it up."""
     from common.losses.weighted import DifferenceWeightedL1Term
