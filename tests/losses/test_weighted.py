@@ -95,3 +95,34 @@ def test_invalid_arguments_and_inputs():
         DifferenceWeightedL1Term(1.0)(x, x, fake_outputs={}, batch={"label": x})
     with pytest.raises(ValueError, match="source_channel 1"):
         DifferenceWeightedL1Term(1.0, source_channel=1)(x, x, fake_outputs={}, batch={"image": x})
+
+
+def test_prediction_weight_costs_false_enhancement_like_missed_enhancement():
+    pred = torch.tensor([[[0.0, 0.5, 1.0, 0.2]], [[0.3, 0.3, 0.3, 0.3]]])
+    target = torch.tensor([[[0.5, 0.5, 0.0, 0.0]], [[0.0, 0.3, 0.3, 0.1]]])
+    source = torch.tensor([[[0.0, 0.5, 0.05, 0.0]], [[0.0, 0.3, 0.3, 0.15]]])
+    # M (|target - source| > 0.2): sample 0 voxel 0. P (|pred - source| > 0.2) outside M: sample 0 voxel 2
+    # (1.0 vs 0.05) and sample 1 voxel 0 (0.3 vs 0.0); voxel 0 of sample 0 is in M and is not counted twice.
+    # sample 0: (10 * 0.5 + 0 + 5 * 1.0 + 0.2) / 4 = 2.55; sample 1: (5 * 0.3 + 0 + 0 + 0.2) / 4 = 0.425
+    loss = DifferenceWeightedL1Loss(lesion_weight=9.0, threshold=0.2, reduction="none", prediction_weight=4.0)
+    assert torch.allclose(loss(pred, target, source=source), torch.tensor([2.55, 0.425]))
+    # beta only (alpha 0) still weights the prediction's changes; beta 0 is the previous loss exactly
+    only = DifferenceWeightedL1Loss(0.0, 0.2, "none", prediction_weight=4.0)
+    assert torch.allclose(only(pred, target, source=source), torch.tensor([(0.5 + 5.0 + 0.2) / 4, (1.5 + 0.2) / 4]))
+    plain = DifferenceWeightedL1Loss(9.0, 0.2, "none")
+    assert torch.equal(
+        DifferenceWeightedL1Loss(9.0, 0.2, "none", 0.0)(pred, target, source=source), plain(pred, target, source=source)
+    )
+    # the weights carry no gradient: d/dpred = weight * sign(pred - target) / N
+    p = pred.clone().requires_grad_(True)
+    DifferenceWeightedL1Loss(9.0, 0.2, "sum", prediction_weight=4.0)(p, target, source=source).backward()
+    assert torch.allclose(p.grad[0, 0], torch.tensor([-10.0, 0.0, 5.0, 1.0]) / 4)
+    term = DifferenceWeightedL1Term(lesion_weight=9.0, prediction_weight=4.0, reduction="none")
+    batch = {"image": torch.cat([source, torch.zeros_like(source)], dim=1)}
+    assert torch.allclose(term(pred, target, fake_outputs={}, batch=batch), torch.tensor([2.55, 0.425]))
+    with pytest.raises(ValueError, match="prediction_weight"):
+        DifferenceWeightedL1Loss(prediction_weight=-1.0)
+    with pytest.raises(ValueError, match="source_key"):
+        DifferenceWeightedL1Term(lesion_weight=1.0, prediction_weight=1.0, source_key=None, mask_key="tumor_mask")
+    with pytest.raises(ValueError, match="needs the source"):
+        DifferenceWeightedL1Loss(1.0, prediction_weight=1.0)(pred, target, mask=torch.zeros_like(pred))
