@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from monai.networks.blocks import UpSample
 
 from common.networks import HRFCN
