@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load("benchmark")
-bench_timing = _load("bench_timing")
-peer = _load("peer_pix2pix")
+benchmark = load_script("benchmark")
+bench_timing = load_script("bench_timing")
+peer = load_script("peer_pix2pix")
 
 AMCGAN_TINY = {
     "channels": 4,

@@ -19,15 +19,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 
 from common.utils.errors import UserError
 from common.utils.vendoring import checked_weights
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/metadata.json"))
-_spec = importlib.util.spec_from_file_location("export_bundle", REPO / "scripts" / "export_bundle.py")
-eb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eb)
+eb = load_script("export_bundle")
 
 
 def isolated_env() -> dict[str, str]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -8,11 +7,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("identity_baseline", REPO / "scripts" / "identity_baseline.py")
-identity_baseline = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(identity_baseline)
+identity_baseline = load_script("identity_baseline")
 
 
 def _arr(path):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,16 +7,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    sys.path.insert(0, str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tiny_ablation_table(tiny_phantom, tmp_path):
@@ -28,7 +20,7 @@ def test_tiny_ablation_table(tiny_phantom, tmp_path):
     spec = next(s for s in BUNDLES if s.name == "amcgan_contrast_mri")
     overrides = tmp_path / "tiny.json"
     overrides.write_text(json.dumps({**spec.tiny, **spec.tiny_train, "val_interval": 1}))
-    run_ablations = _load("run_ablations")
+    run_ablations = load_script("run_ablations")
     out = tmp_path / "abl"
     argv = ["--bundle", spec.name, "--seeds", "0", "--rows", "default", "pix2pix", "--data_dir", tiny_phantom]
     assert run_ablations.main([*argv, "--out", str(out), "--overrides", str(overrides)]) == 0
@@ -54,7 +46,7 @@ def test_tiny_ablation_table(tiny_phantom, tmp_path):
     assert f"{table['rows'][1]['metrics']['psnr_brain']['mean']:.4g} ± 0" in md
     assert "one seed: no ordering is claimed" in md
     # the rows join the demo leaderboard
-    leaderboard = _load("leaderboard")
+    leaderboard = load_script("leaderboard")
     rows = leaderboard.ablation_rows(out)
     assert [r["label"] for r in rows] == ["default (1 seeds, ablation)", "pix2pix (1 seeds, ablation)"]
     assert all(r["task"] == "t1_to_t1ce" and r["spread"] == "seeds" for r in rows)

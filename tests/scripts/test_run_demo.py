@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -9,17 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 CE_BUNDLES = ("amcgan_contrast_mri", "hrfcn_contrast_t1")
-
-
-def _load(name):
-    sys.path.insert(0, str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _row(report: str, key: str) -> list[float]:
@@ -39,7 +31,7 @@ def _tiny_overrides(tmp_path: Path, names) -> Path:
 
 
 def test_data_only_report(tiny_phantom, tmp_path):
-    run_demo = _load("run_demo")
+    run_demo = load_script("run_demo")
     out = tmp_path / "out"
     assert (
         run_demo.main(
@@ -76,7 +68,7 @@ def _mean_std(cell: str) -> tuple[float, float]:
 @pytest.mark.parametrize("names", [CE_BUNDLES])
 def test_leaderboard_of_tiny_runs(tiny_phantom, tmp_path, names):
     """Two tiny CE bundles trained and evaluated in-process: one T1 -> CE-T1 table with both rows and baselines."""
-    run_demo = _load("run_demo")
+    run_demo = load_script("run_demo")
     out = tmp_path / "out"
     ablations = tmp_path / "abl"
     ablations.mkdir()
@@ -136,7 +128,7 @@ def test_leaderboard_of_tiny_runs(tiny_phantom, tmp_path, names):
 
 def test_rows_grouped_by_task_with_their_baselines(tiny_phantom, tmp_path):
     """Task from metadata, overridable by a config's ``synthesis_task``; SR gets its bicubic columns as baseline."""
-    board = _load("leaderboard")
+    board = load_script("leaderboard")
     bundles = REPO / "bundles"
     assert board.row_task(bundles / "fagan_super_resolution") == "sr_x4"
     assert board.row_task(bundles / "dual_discriminator_synthesis") == "t1_to_t2"
@@ -179,7 +171,7 @@ def test_rows_grouped_by_task_with_their_baselines(tiny_phantom, tmp_path):
 
 def test_super_resolution_figure_shows_the_low_resolution_input_and_bicubic(tiny_phantom, tmp_path):
     """SR figure: the LR input (nearest, blocky) and the bicubic baseline are drawn; a missing output says so."""
-    board = _load("leaderboard")
+    board = load_script("leaderboard")
     target = np.arange(8 * 12 * 3, dtype=np.float32).reshape(8, 12, 3)
     nearest, bicubic = board._low_resolution(target, 4, (0, 1))
     assert nearest.shape == bicubic.shape == target.shape

@@ -6,7 +6,6 @@ archive must bring its own ``common``. ``min`` and the refusals run in process (
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,19 +13,13 @@ import zipfile
 from pathlib import Path
 
 import torch
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.parent.parent.name for p in (REPO / "bundles").glob("*/configs/metadata.json"))
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eb, zv = _load("export_bundle"), _load("zoo_verify")
+eb, zv = load_script("export_bundle"), load_script("zoo_verify")
 FULL_CHECKS = ["large_files", "directory", "version", "metadata", "properties", "net_in_out", "torchscript"]
 
 
