@@ -47,6 +47,7 @@ from monai.utils.enums import CommonKeys as Keys
 from common.engines.checkpoint import canonical_save_dict
 from common.engines.guard import NonFiniteLossError, NonFiniteStateError, check_finite_loss, check_finite_state
 from common.losses.adversarial import DiscriminatorLoss
+from common.utils.flags import as_flag
 
 __all__ = ["DiscriminatorSpec", "PairedGanTrainer", "NonFiniteLossError", "NonFiniteStateError"]
 
@@ -191,6 +192,7 @@ class PairedGanTrainer(Trainer):
         inferer: Inferer | None = None,
         g_lr_scheduler: LRScheduler | None = None,
     ) -> None:
+        amp = as_flag(amp, "amp")
         discriminators = dict(discriminators or {})
         for name, spec in discriminators.items():
             if not isinstance(spec, DiscriminatorSpec):

@@ -9,6 +9,8 @@ import torch
 
 from monai.inferers import Inferer, SimpleInferer
 
+from common.utils.flags import as_flag
+
 __all__ = ["AutocastInferer"]
 
 
@@ -60,7 +62,7 @@ class AutocastInferer(Inferer):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}.")
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.enabled = bool(enabled)
+        self.enabled = as_flag(enabled, "enabled")
         self.device_type = device_type
         self.dtype = dtype if dtype is not None else (torch.float16 if device_type == "cuda" else torch.bfloat16)
 

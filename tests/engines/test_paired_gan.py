@@ -344,6 +344,14 @@ def test_bf16_autocast_on_cpu():
     assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
 
 
+def test_amp_reads_the_command_line_spelling():
+    """``--amp false`` arrives as the string 'false' (truthy): the trainer must read it as off."""
+    assert _trainer(epochs=1, amp="false").amp is False
+    assert _trainer(epochs=1, amp="true").amp is True
+    with pytest.raises(ValueError, match="amp must be true or false"):
+        _trainer(epochs=1, amp="fp16")
+
+
 def test_spec_validation():
     net = _discriminator(1)
     opt = torch.optim.SGD(net.parameters(), 0.1)
