@@ -143,6 +143,52 @@ def test_inference_geometry_and_units(trained, data):
         assert np.all(out[~brain] == 0)
 
 
+class _PointwiseNet(torch.nn.Module):
+    """``(B, 3, H, W, D) -> (B, 1, H, W, D)``: a fixed per-voxel map of the inputs; records the window shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return 0.5 * x[:, :1] + 0.25 * x[:, 1:2] * x[:, 2:3] + 0.1
+
+
+def test_inference_crops_to_the_brain(trained, data):
+    """``crop_to_brain``: whole-plane windows span the brain's bounding box + ``crop_margin``, not the volume; a
+    per-voxel network gives the same brain voxels as without the crop; the output keeps the input's grid."""
+    outputs, nets = {}, {}
+    for crop in (True, False):
+        root = trained / f"crop_{crop}"
+        nets[crop] = _PointwiseNet()
+        _run_inference(
+            ["inference.json"],
+            _infer_overrides(
+                root, data["datalist"], trained / "models" / "model.pt", crop_to_brain=crop, crop_margin=[2, 2, 1]
+            ),
+            nets[crop],
+        )
+        outputs[crop] = {
+            c["subject"]: _assert_same_geometry(_output(root, c["subject"]), c["t1"]) for c in data["test"]
+        }
+    case = data["test"][0]
+    brain = np.asarray(nib.load(case["brain_mask"]).dataobj) > 0
+    idx = np.argwhere(brain)
+    lo, hi = np.maximum(idx.min(0) - 2, 0), np.minimum(idx.max(0) + 3, brain.shape)  # bounding box + 2 voxels
+    first_crop, first_full = nets[True].shapes[0], nets[False].shapes[0]
+    assert first_full[2:4] == tuple(int(math.ceil(s / 4) * 4) for s in brain.shape[:2])  # whole plane, padded
+    for axis in (0, 1):  # the margin clipped to the volume, then padded to a multiple of 4
+        want = int(hi[axis] - lo[axis])
+        assert want <= first_crop[2 + axis] < want + 4 and first_crop[2 + axis] <= first_full[2 + axis]
+    assert math.prod(first_crop[2:4]) < math.prod(first_full[2:4])  # smaller windows
+    assert sum(s[0] for s in nets[True].shapes) < sum(s[0] for s in nets[False].shapes)  # fewer slab windows
+    for c in data["test"]:
+        mask = np.asarray(nib.load(c["brain_mask"]).dataobj) > 0
+        np.testing.assert_allclose(outputs[True][c["subject"]][mask], outputs[False][c["subject"]][mask], rtol=1e-5)
+        assert np.all(outputs[True][c["subject"]][~mask] == 0)
+
+
 def test_finetune_stage2_starts_from_stage1(trained, data):
     from ignite.engine import Events
 
