@@ -5,6 +5,9 @@ Usage (from the repository root)::
     python scripts/make_demo_data.py --output_dir data/demo --num_subjects 12 \
         --shape "[96,112,96]" --spacing "[1,1,1]" --seed 0
 
+The contrast-enhancement demo set that ``scripts/run_demo.py`` writes adds
+``--tumor_radius_range "[0.25,0.4]" --num_tumors "[1,3]"``.
+
 Writes ``<output_dir>/phantom_XXX/{t1,t2,flair,adc,t1ce,ct,brain_mask,tumor_mask,labels}.nii.gz`` and
 ``<output_dir>/datalist.json`` (MONAI ``load_decathlon_datalist`` format with ``training``, ``validation``
 and ``test`` lists, paths relative to the datalist). See :mod:`common.data.phantom` for the physics and
@@ -37,6 +40,7 @@ def main(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     seed: int = 0,
     tumor_radius_range: Sequence[float] | None = None,
+    num_tumors: int | Sequence[int] | None = None,
 ) -> Path:
     """Generate ``num_subjects`` phantom subjects and their datalist, then print a one-line summary.
 
@@ -48,6 +52,9 @@ def main(
         seed: base seed (non-negative integer); subject ``i`` uses ``subject_seed(seed, i)``.
         tumor_radius_range: (low, high) enhancing-lesion radius as a fraction of the brain's smallest semi-axis
             (default: the phantom's (0.15, 0.28); the demo of the contrast-enhancement bundles uses (0.25, 0.4)).
+        num_tumors: tumours per subject, a count or an inclusive (min, max) range (default: the phantom's (0, 3);
+            the demo uses (1, 3), so every split has an enhancing lesion). ``scripts/run_demo.py`` writes
+            ``data/demo`` with both demo options.
 
     Returns:
         the path of the datalist.
@@ -82,6 +89,8 @@ def main(
     )
     start = time.perf_counter()
     options = {} if tumor_radius_range is None else {"tumor_radius_range": tuple(float(v) for v in tumor_radius_range)}
+    if num_tumors is not None:
+        options["num_tumors"] = num_tumors if isinstance(num_tumors, int) else tuple(num_tumors)
     path = generate_dataset(output_dir, num_subjects, shape, spacing, seed, **options)
     elapsed = time.perf_counter() - start
     counts = {name: len(rows) for name, rows in json.loads(path.read_text()).items() if name in SPLITS}

@@ -43,8 +43,9 @@ log = logging.getLogger("run_demo")
 
 SUMMARY_TISSUES = {1: "CSF", 2: "GM", 3: "WM", 11: "enhancing"}
 # the shared demo set (the contrast-enhancement bundles): larger enhancing lesions than the phantom's default
-# (0.15, 0.28), so the rim is 4.2 % of the test brains instead of 1.1 % (bundles/amcgan_contrast_mri/docs/README.md)
-DEMO_PHANTOM = {"tumor_radius_range": (0.25, 0.4)}
+# (0.15, 0.28), and at least one per subject (default 0-3), so every split, the validation case included, has an
+# enhancing rim to learn and score (bundles/amcgan_contrast_mri/docs/README.md)
+DEMO_PHANTOM = {"tumor_radius_range": (0.25, 0.4), "num_tumors": (1, 3)}
 # bundles whose demo needs its own phantom grid or inference configs (the others use the shared demo data):
 # super-resolution needs fine in-plane slices so x4 inputs are not a handful of voxels, and is scored by
 # inference from the degraded high-resolution volume; the 32^3-patch context GAN runs on a 2 mm grid.
