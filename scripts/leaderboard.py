@@ -166,6 +166,11 @@ def verdict(row: Mapping, baselines: Sequence[Mapping]) -> str:
     rec = row["summary"]["metrics"].get("enhancement_recovery", {})
     if "mean" in rec:
         text += f"; enhancement recovery {100 * rec['mean']:.1f} % (goal ≥ 50 %)"
+        if metric == "psnr_brain":  # the contrast-enhancement bound: recovery >= 50 % within 1 dB of the baseline
+            delta = mine["mean"] - b["mean"]
+            met = rec["mean"] >= 0.5 and delta >= -1.0
+            text += f". Enhancement goal (recovery ≥ 50 %, `{metric}` ≥ baseline − 1 dB, {delta:+.2f} dB): "
+            text += "**met**" if met else "**missed**"
     return text + "."
 
 

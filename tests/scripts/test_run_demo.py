@@ -169,6 +169,29 @@ def test_rows_grouped_by_task_with_their_baselines(tiny_phantom, tmp_path):
     assert verdict.startswith("Beats" if 21.0 > best else "**Loses")
 
 
+@pytest.mark.parametrize(
+    "psnr, recovery, start, goal",
+    [
+        (23.2, 0.6, "**Loses", "met"),  # -0.8 dB, 60 %
+        (22.9, 0.6, "**Loses", "missed"),  # -1.1 dB
+        (23.5, 0.45, "**Loses", "missed"),  # 45 %
+        (24.5, 0.5, "Beats", "met"),
+    ],
+)
+def test_verdict_states_the_enhancement_goal(psnr, recovery, start, goal):
+    """Contrast-enhancement rows: recovery >= 50 % and brain PSNR >= the best baseline - 1 dB, said in words."""
+    board = load_script("leaderboard")
+
+    def row(kind, **means):
+        metrics = {k: {"mean": v, "std": 0.1} for k, v in means.items()}
+        return {"task": "t1_to_t1ce", "data_dir": "d", "label": kind, "kind": kind, "summary": {"metrics": metrics}}
+
+    baselines = [row("baseline", psnr_brain=24.0), row("baseline", psnr_brain=23.0)]
+    text = board.verdict(row("method", psnr_brain=psnr, enhancement_recovery=recovery), baselines)
+    assert text.startswith(start)
+    assert f"{psnr - 24.0:+.2f} dB): **{goal}**" in text
+
+
 def test_super_resolution_figure_shows_the_low_resolution_input_and_bicubic(tiny_phantom, tmp_path):
     """SR figure: the LR input (nearest, blocky) and the bicubic baseline are drawn; a missing output says so."""
     board = load_script("leaderboard")
